@@ -1,0 +1,197 @@
+"""Hosts: how one incarnation of a component is constructed, run and stopped.
+
+The supervisor decides *when* a component starts, stops and restarts; a host does it for one
+incarnation. :class:`LocalHost` runs the component in this process as an asyncio task; the
+isolated host (``minions._isolated``) runs it in a child process. Both give the supervisor the
+same surface: :meth:`start` (construct, inject, ``startup()``), :meth:`wait` (until ``run()``
+ends, with how it ended), and :meth:`stop` (cancel ``run()``, bounded by the stop timeout, then
+``shutdown()``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import structlog
+
+from ._component import Component, has_own_run
+from ._errors import StartupError
+from ._graph import Node
+from ._policy import Policy
+
+log = structlog.get_logger("minions")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a component's ``run()`` ended."""
+
+    crashed: bool
+    cause: str
+    error: BaseException | None = None
+
+
+class Host(Protocol):
+    """One incarnation of a component (see the module docstring)."""
+
+    @property
+    def instance(self) -> object:
+        """What dependents receive: the component itself, or a proxy to it."""
+        ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None: ...
+
+    async def wait(self) -> Outcome: ...
+
+    async def stop(self) -> None: ...
+
+    def kill(self) -> None:
+        """End the incarnation at once, without waiting or running ``shutdown()``."""
+        ...
+
+
+class LocalHost:
+    """Runs a component in this process, its hooks in tasks tagged with the component's name."""
+
+    def __init__(
+        self, node: Node, policy: Policy, *, on_abandon: Callable[[asyncio.Task[Any]], None]
+    ) -> None:
+        self._node = node
+        self._policy = policy
+        self._on_abandon = on_abandon
+        self._instance: Component | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._stopped = False
+
+    @property
+    def instance(self) -> object:
+        if self._instance is None:
+            raise RuntimeError(f"{self._node.name} has not been constructed")
+        return self._instance
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None:
+        instance = construct(self._node, provided, config)
+        self._instance = instance
+        try:
+            await _in_component_task(
+                self._node.name, instance.startup(), limit=self._policy.start_timeout
+            )
+        except TimeoutError:
+            raise StartupError(
+                self._node.name,
+                f"{self._node.name}.startup() did not finish within "
+                f"{self._policy.start_timeout} s; make it faster or raise start_timeout",
+            ) from None
+        except Exception as exc:
+            raise StartupError(
+                self._node.name, f"{self._node.name}.startup() raised {_describe(exc)}"
+            ) from exc
+        if self._node.kind == "minion" or has_own_run(self._node.cls):
+            self._task = _spawn(self._node.name, instance.run())
+
+    async def wait(self) -> Outcome:
+        if self._task is None:
+            await asyncio.Event().wait()  # a resource without run(): lives until stopped
+            raise AssertionError("unreachable")
+        try:
+            await asyncio.shield(self._task)
+        except asyncio.CancelledError:
+            if self._task.cancelled() and not self._stopped:
+                return Outcome(True, "run() was cancelled from inside the component")
+            raise
+        except Exception as exc:
+            return Outcome(True, f"run() raised {_describe(exc)}", exc)
+        return Outcome(False, "run() returned")
+
+    async def stop(self) -> None:
+        self._stopped = True
+        name, timeout = self._node.name, self._policy.stop_timeout
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=timeout)
+            if not task.done():
+                log.warning(
+                    "component.stop_timeout",
+                    component=name,
+                    reason=f"run() did not end within {timeout} s of being cancelled; abandoned",
+                )
+                self._on_abandon(task)
+        if task is not None and task.done() and not task.cancelled():
+            task.exception()  # the outcome was reported by wait(); mark it retrieved
+        if self._instance is None:
+            return
+        try:
+            await _in_component_task(name, self._instance.shutdown(), limit=timeout)
+        except TimeoutError:
+            log.warning(
+                "component.shutdown_timeout",
+                component=name,
+                reason=f"shutdown() did not finish within {timeout} s",
+            )
+        except Exception as exc:
+            log.error(
+                "component.shutdown_failed", component=name, reason=_describe(exc), exc_info=exc
+            )
+
+    def kill(self) -> None:
+        self._stopped = True
+        if self._task is not None:
+            self._task.cancel()
+
+
+def construct(node: Node, provided: Mapping[type[Any], object], config: object | None) -> Component:
+    """Build the component: attributes injected first, so ``__init__`` may use them too."""
+    cls = node.cls
+    kwargs: dict[str, object] = {}
+    try:
+        instance = cls.__new__(cls)
+        for dep, bound in node.dependencies:
+            if dep.via == "attribute":
+                setattr(instance, dep.name, provided[bound])
+            else:
+                kwargs[dep.name] = provided[bound]
+        if node.config_via == "attribute":
+            instance.config = config  # type: ignore[attr-defined]
+        elif node.config_via == "parameter":
+            kwargs["config"] = config
+        instance.__init__(**kwargs)  # type: ignore[misc]
+    except Exception as exc:
+        raise StartupError(node.name, f"constructing {node.name} raised {_describe(exc)}") from exc
+    return instance
+
+
+def _spawn(name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    context = contextvars.copy_context()
+    context.run(structlog.contextvars.bind_contextvars, component=name)
+    return asyncio.get_running_loop().create_task(coro, name=f"minions:{name}", context=context)
+
+
+async def _in_component_task(name: str, coro: Coroutine[Any, Any, None], *, limit: float) -> None:
+    task = _spawn(name, coro)
+    try:
+        await _wait_for(task, limit)
+    finally:
+        if not task.done():
+            task.cancel()
+
+
+async def _wait_for(awaitable: Awaitable[None], limit: float) -> None:
+    async with asyncio.timeout(limit):
+        await awaitable
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

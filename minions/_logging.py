@@ -1,0 +1,108 @@
+"""Structured logging for a Minions program (structlog over the standard library).
+
+:func:`configure_logging` is called by :func:`minions.run`; programs that embed a
+:class:`~minions.Runtime` keep their own logging set-up. Once configured:
+
+* on a terminal, readable lines on stderr; otherwise (a pipe, a service manager) JSON lines;
+* always JSON lines in ``<project>/.minions/logs/minions.log``;
+* every event logged while a component runs carries ``component=<name>``, including events that
+  user code logs through ``structlog.get_logger()`` or the standard ``logging`` module;
+* lifecycle events are named ``component.starting|started|crashed|restarting|stopped|given_up``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Any, TextIO
+
+import structlog
+
+LOG_FILE_NAME = "minions.log"
+_HANDLER_MARK = "_minions_handler"
+
+
+def log_dir(project_dir: Path) -> Path:
+    return project_dir / ".minions" / "logs"
+
+
+def configure_logging(
+    *,
+    project_dir: Path | None,
+    level: str | int = "info",
+    stream: TextIO | None = None,
+    json_console: bool | None = None,
+) -> Path | None:
+    """Route structlog and stdlib logging to the console and the project's log file.
+
+    Returns the log file's path (``None`` when ``project_dir`` is ``None``). Calling it again
+    replaces the handlers it installed before.
+    """
+    stream = stream if stream is not None else sys.stderr
+    if json_console is None:
+        json_console = not _isatty(stream)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.PositionalArgumentsFormatter(),
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
+    json_renderer: Any = structlog.processors.JSONRenderer(default=str)
+    console_renderer: Any = (
+        json_renderer
+        if json_console
+        else structlog.dev.ConsoleRenderer(colors=_isatty(stream), pad_event_to=24)
+    )
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if getattr(handler, _HANDLER_MARK, False):
+            root.removeHandler(handler)
+            handler.close()
+    console = logging.StreamHandler(stream)
+    console.setFormatter(_formatter(shared, console_renderer))
+    _install(root, console)
+    path: Path | None = None
+    if project_dir is not None:
+        path = log_dir(project_dir) / LOG_FILE_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(path, encoding="utf-8")
+        file_handler.setFormatter(_formatter(shared, json_renderer))
+        _install(root, file_handler)
+    root.setLevel(level.upper() if isinstance(level, str) else level)
+    return path
+
+
+def _formatter(shared: list[Any], renderer: Any) -> logging.Formatter:
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+
+
+def _install(root: logging.Logger, handler: logging.Handler) -> None:
+    setattr(handler, _HANDLER_MARK, True)
+    root.addHandler(handler)
+
+
+def _isatty(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False
