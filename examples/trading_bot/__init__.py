@@ -1,0 +1,1 @@
+"""An on-chain trading bot, runnable offline: simulated chain events, prices and transactions."""
