@@ -127,8 +127,8 @@ class _Resolver:
 
     def _node(self, cls: type[Component]) -> Node:
         if cls not in self._nodes:
-            declared = list(_declared_dependencies(cls))
-            config_type, config_via = _declared_config(cls)
+            declared = list(declared_dependencies(cls))
+            config_type, config_via = declared_config(cls)
             self._nodes[cls] = Node(
                 cls=cls,
                 name=component_name(cls),
@@ -161,7 +161,8 @@ class _Resolver:
         return dep.requested
 
 
-def _declared_dependencies(cls: type[Component]) -> Iterable[Dependency]:
+def declared_dependencies(cls: type[Component]) -> Iterable[Dependency]:
+    """The dependencies ``cls`` declares by annotation, before bindings are applied."""
     owner = component_name(cls)
     for name, hint in _attribute_hints(cls).items():
         if _is_component_class(hint):
@@ -187,7 +188,7 @@ def _declared_dependencies(cls: type[Component]) -> Iterable[Dependency]:
             )
 
 
-def _declared_config(
+def declared_config(
     cls: type[Component],
 ) -> tuple[type[Any] | None, Literal["parameter", "attribute"] | None]:
     owner = component_name(cls)

@@ -20,7 +20,7 @@ import structlog
 
 from ._component import Component, has_own_run
 from ._errors import StartupError
-from ._graph import Node
+from ._graph import Node, declared_dependencies
 from ._policy import Policy
 
 log = structlog.get_logger("minions")
@@ -152,23 +152,36 @@ class LocalHost:
 
 
 def construct(node: Node, provided: Mapping[type[Any], object], config: object | None) -> Component:
-    """Build the component: attributes injected first, so ``__init__`` may use them too."""
-    cls = node.cls
+    """Build the component of ``node`` from the instances of its bound dependencies."""
+    dependencies = {dep.name: provided[bound] for dep, bound in node.dependencies}
+    return construct_with(node.cls, dependencies, config, node.config_via, name=node.name)
+
+
+def construct_with(
+    cls: type[Component],
+    dependencies: Mapping[str, object],
+    config: object | None,
+    config_via: str | None,
+    *,
+    name: str | None = None,
+) -> Component:
+    """Build ``cls``: attributes injected first, so ``__init__`` may use them too."""
     kwargs: dict[str, object] = {}
     try:
         instance = cls.__new__(cls)
-        for dep, bound in node.dependencies:
+        for dep in declared_dependencies(cls):
             if dep.via == "attribute":
-                setattr(instance, dep.name, provided[bound])
+                setattr(instance, dep.name, dependencies[dep.name])
             else:
-                kwargs[dep.name] = provided[bound]
-        if node.config_via == "attribute":
+                kwargs[dep.name] = dependencies[dep.name]
+        if config_via == "attribute":
             instance.config = config  # type: ignore[attr-defined]
-        elif node.config_via == "parameter":
+        elif config_via == "parameter":
             kwargs["config"] = config
         instance.__init__(**kwargs)  # type: ignore[misc]
     except Exception as exc:
-        raise StartupError(node.name, f"constructing {node.name} raised {_describe(exc)}") from exc
+        shown = name or cls.__name__
+        raise StartupError(shown, f"constructing {shown} raised {_describe(exc)}") from exc
     return instance
 
 
