@@ -18,7 +18,7 @@ import random
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._clock import Clock, MonotonicClock
 from ._component import Component, ComponentState
@@ -29,6 +29,9 @@ from ._host import Host, LocalHost
 from ._policy import ComponentOptions, Policy, RestartHistory
 from ._status import ComponentStatus
 from ._supervisor import Cell, Supervisor
+
+if TYPE_CHECKING:
+    from ._isolated import Zygotes
 
 ComponentRef = type[Component] | str
 OptionsMapping = Mapping[ComponentRef, ComponentOptions | Mapping[str, Any]]
@@ -73,6 +76,7 @@ class Runtime:
         self._roots: list[type[Component]] = []
         self._configs: dict[type[Any], object | None] = {}
         self._abandoned: set[asyncio.Task[Any]] = set()
+        self._zygotes: Zygotes | None = None
         self._changed = asyncio.Event()
         self._supervisor = Supervisor(
             clock=self._clock,
@@ -134,7 +138,11 @@ class Runtime:
         """Stop one component (and its dependents), or with no argument everything, in reverse
         dependency order. Stopping everything is final: the runtime cannot start again."""
         if component is None:
-            await self._supervisor.close()
+            try:
+                await self._supervisor.close()
+            finally:
+                if self._zygotes is not None:
+                    await self._zygotes.aclose()
         else:
             await self._supervisor.stop(self._resolve(component))
 
@@ -227,9 +235,9 @@ class Runtime:
     def _make_host(self, node: Node, policy: Policy) -> Host:
         options = self._options_for(node)
         if options.isolated not in (None, False):
-            from ._isolated import IsolatedHost
+            from ._isolated import IsolatedHost, Zygotes
 
-            return IsolatedHost(
-                node, policy, options.isolated, runtime_dir=self.project_dir / ".minions" / "run"
-            )
+            if self._zygotes is None:
+                self._zygotes = Zygotes(self.project_dir / ".minions" / "run")
+            return IsolatedHost(node, policy, options.isolated, self._zygotes)
         return LocalHost(node, policy, on_abandon=self._abandoned.add)
