@@ -144,9 +144,9 @@ class _Resolver:
         candidates = [c for c in self._roots if issubclass(c, dep.requested)]
         where = f"{component_name(owner)}.{dep.name}"
         if len(candidates) > 1:
-            names = ", ".join(c.__qualname__ for c in candidates)
+            names = ", ".join(_type_name(c) for c in candidates)
             raise DependencyError(
-                f"ambiguous dependency {where}: {dep.requested.__qualname__} is provided by "
+                f"ambiguous dependency {where}: {_type_name(dep.requested)} is provided by "
                 f"{names}; pass only one of them to the runtime"
             )
         if candidates:
@@ -155,7 +155,7 @@ class _Resolver:
             return bound
         if inspect.isabstract(dep.requested):
             raise DependencyError(
-                f"missing dependency {where}: {dep.requested.__qualname__} is abstract; pass a "
+                f"missing dependency {where}: {_type_name(dep.requested)} is abstract; pass a "
                 f"concrete subclass of it to the runtime, e.g. run(..., My{dep.requested.__name__})"
             )
         return dep.requested
@@ -235,9 +235,10 @@ def _as_resource(owner: str, name: str, hint: type[Component]) -> type[Resource]
     if issubclass(hint, Resource):
         return hint
     kind = "a Minion" if issubclass(hint, Minion) else "not a Resource"
+    shown = _type_name(hint)
     raise DependencyError(
-        f"{owner}.{name} is annotated {hint.__qualname__}, which is {kind}: only Resources can be "
-        f"injected. Make {hint.__qualname__} a Resource, or run it as its own component"
+        f"{owner}.{name} is annotated {shown}, which is {kind}: only Resources can be "
+        f"injected. Make {shown} a Resource, or run it as its own component"
     )
 
 
@@ -248,7 +249,13 @@ def _is_config_type(hint: Any) -> bool:
 
 
 def _type_name(hint: Any) -> str:
-    return hint.__qualname__ if isinstance(hint, type) else repr(hint)
+    """How a type reads in a message: a component's name, else the class's qualified name
+    without the ``<locals>`` of the function that defined it."""
+    if isinstance(hint, type) and issubclass(hint, Component):
+        return component_name(hint)
+    if isinstance(hint, type):
+        return hint.__qualname__.rsplit("<locals>.", 1)[-1]
+    return repr(hint)
 
 
 def _check_unique(nodes: list[Node]) -> None:
