@@ -1,0 +1,76 @@
+"""What every forked process does first: shed the parent's state it must not touch.
+
+The zygote is forked from the runtime, possibly from inside a running asyncio loop with ZeroMQ
+contexts, log files and listening sockets open; each child is forked from the zygote. A fork
+copies all of that, and none of it may be used on this side: the copies of sockets would keep
+peers from seeing EOF, the copied event loop would refuse to let a new one start, the signal
+handlers would write into the parent's wake-up pipe.
+
+``shed_parent_state`` makes the current process clean: signal handlers back to their defaults
+(SIGINT ignored — the runtime decides when children stop, not the terminal's Ctrl-C), no
+signal mask, no running loop, every file descriptor closed except the ones asked for, and
+stdin on /dev/null. Objects the parent created are *kept alive*: ``gc.freeze()`` moves them out
+of the collector's reach, because finalising one (a socket, a file) would close a descriptor
+number that may by then belong to us. Freezing also keeps the collector from writing to the
+shared pages, which is what keeps forks of the zygote cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gc
+import io
+import os
+import signal
+import sys
+from collections.abc import Iterable
+
+__all__ = ["close_fds_except", "fresh_stdio", "shed_parent_state"]
+
+
+def shed_parent_state(keep_fds: Iterable[int]) -> None:
+    """Reset signals, loop and descriptors inherited through ``fork()``; keep ``keep_fds``."""
+    gc.freeze()
+    asyncio.events._set_running_loop(None)
+    with contextlib.suppress(ValueError):
+        signal.set_wakeup_fd(-1)
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except ValueError:
+            continue
+        if callable(handler):
+            signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+    close_fds_except({0, 1, 2, *keep_fds})
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+
+
+def close_fds_except(keep: set[int]) -> None:
+    """Close every open descriptor of this process not in ``keep``."""
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def fresh_stdio() -> None:
+    """Give ``sys.stdout``/``sys.stderr`` new line-buffered writers on descriptors 1 and 2.
+
+    The inherited objects may be block-buffered (the parent's stdout was a pipe) and may hold
+    text the parent had not flushed yet, which must not be written a second time from here.
+    """
+    sys.stdout = _line_writer(1)
+    sys.stderr = _line_writer(2)
+
+
+def _line_writer(fd: int) -> io.TextIOWrapper:
+    raw = io.FileIO(fd, "w", closefd=False)
+    return io.TextIOWrapper(
+        raw, encoding="utf-8", errors="backslashreplace", line_buffering=True, write_through=True
+    )

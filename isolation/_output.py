@@ -1,0 +1,106 @@
+"""A child's stdout and stderr, forwarded to the parent line by line.
+
+Each child writes descriptors 1 and 2 into pipes whose read ends the parent watches with
+``loop.add_reader``. Whatever reaches them — a stray ``print``, a C library's warning, the
+traceback of a dying interpreter — arrives as lines tagged with the component's name, and can
+never corrupt the message channel, which is a separate socket. A line with no newline is cut at
+``MAX_LINE_BYTES`` so that a child writing binary junk cannot make the parent buffer without
+bound; a last partial line is delivered when the pipe closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+from collections.abc import Callable
+
+__all__ = ["MAX_LINE_BYTES", "OutputPump", "default_output_sink"]
+
+MAX_LINE_BYTES = 64 * 1024
+_READ_BYTES = 64 * 1024
+
+OutputSink = Callable[[str, str, str], None]
+
+
+def default_output_sink(component: str, stream: str, line: str) -> None:
+    """Write a child's line to the parent's stderr, prefixed with the component's name."""
+    print(f"[{component} {stream}] {line}", file=sys.stderr)
+
+
+class OutputPump:
+    """Reads one pipe of a child and hands each line to ``sink(component, stream, line)``."""
+
+    def __init__(self, fd: int, component: str, stream: str, sink: OutputSink) -> None:
+        self._fd = fd
+        self._component = component
+        self._stream = stream
+        self._sink = sink
+        self._buffer = bytearray()
+        self._loop = asyncio.get_running_loop()
+        self._closed = asyncio.Event()
+        os.set_blocking(fd, False)
+        self._loop.add_reader(fd, self._on_readable)
+
+    async def drained(self, grace: float) -> None:
+        """Wait (at most ``grace`` seconds) for the writer side to close, then stop reading."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._closed.wait(), grace)
+        self.close()
+
+    def close(self) -> None:
+        if self._fd < 0:
+            return
+        self._loop.remove_reader(self._fd)
+        self._drain_available()
+        self._flush_partial()
+        os.close(self._fd)
+        self._fd = -1
+        self._closed.set()
+
+    def _on_readable(self) -> None:
+        if not self._drain_available():
+            self._flush_partial()
+            self._loop.remove_reader(self._fd)
+            self._closed.set()
+
+    def _drain_available(self) -> bool:
+        """Read what is there now; False at end of file."""
+        while True:
+            try:
+                chunk = os.read(self._fd, _READ_BYTES)
+            except BlockingIOError:
+                return True
+            except OSError:
+                return False
+            if not chunk:
+                return False
+            self._buffer += chunk
+            self._emit_lines()
+
+    def _emit_lines(self) -> None:
+        while True:
+            end = self._buffer.find(b"\n")
+            if end < 0:
+                if len(self._buffer) >= MAX_LINE_BYTES:
+                    self._deliver(bytes(self._buffer[:MAX_LINE_BYTES]))
+                    del self._buffer[:MAX_LINE_BYTES]
+                    continue
+                return
+            self._deliver(bytes(self._buffer[:end]))
+            del self._buffer[: end + 1]
+
+    def _flush_partial(self) -> None:
+        if self._buffer:
+            self._deliver(bytes(self._buffer))
+            self._buffer.clear()
+
+    def _deliver(self, raw: bytes) -> None:
+        line = raw.decode("utf-8", errors="replace").removesuffix("\r")
+        try:
+            self._sink(self._component, self._stream, line)
+        except Exception as exc:
+            self._loop.call_exception_handler(
+                {"message": f"output callback failed for {self._component}", "exception": exc}
+            )
