@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -192,17 +192,29 @@ def _spawn(name: str, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
 
 
 async def _in_component_task(name: str, coro: Coroutine[Any, Any, None], *, limit: float) -> None:
+    """Run a hook in its own task; raise :class:`TimeoutError` if it is not done in ``limit``.
+
+    Waiting with :func:`asyncio.wait` rather than ``asyncio.timeout`` around ``await task`` keeps
+    the limit a limit: a hook that swallows its cancellation would otherwise hold the caller
+    forever. On timeout the hook is cancelled and given a moment to end, then left behind.
+    """
     task = _spawn(name, coro)
     try:
-        await _wait_for(task, limit)
+        done, _ = await asyncio.wait({task}, timeout=limit)
     finally:
         if not task.done():
             task.cancel()
+    if not done:
+        await asyncio.wait({task}, timeout=min(limit, _CANCEL_GRACE))
+        if task.done() and not task.cancelled():
+            task.exception()  # it ended after its limit; the timeout is what is reported
+        raise TimeoutError
+    task.result()
 
 
-async def _wait_for(awaitable: Awaitable[None], limit: float) -> None:
-    async with asyncio.timeout(limit):
-        await awaitable
+_CANCEL_GRACE = 1.0
+"""At most this many seconds (and at most its own limit again) a hook that ran out of time gets
+to end after its cancellation, before it is left behind."""
 
 
 def _describe(exc: BaseException) -> str:

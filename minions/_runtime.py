@@ -169,6 +169,8 @@ class Runtime:
             minions = [c for c in self._supervisor.cells if c.node.kind == "minion"]
             if minions and all(c.state in _AT_REST for c in minions):
                 return
+            if self._supervisor.closed and not any(c.state.is_active for c in minions):
+                return
             await self._changed.wait()
 
     # -- internals -----------------------------------------------------------------------------

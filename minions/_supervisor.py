@@ -105,6 +105,11 @@ class Supervisor:
     # -- reading -------------------------------------------------------------------------------
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` or :meth:`kill` was called: nothing starts or restarts again."""
+        return self._closed
+
+    @property
     def cells(self) -> list[Cell]:
         """Every cell, in start order."""
         return [self._cells[node.cls] for node in self._graph.nodes]
