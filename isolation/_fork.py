@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import faulthandler
 import gc
 import io
 import os
@@ -28,10 +29,18 @@ from collections.abc import Iterable
 
 __all__ = ["close_fds_except", "fresh_stdio", "shed_parent_state"]
 
+#: Whether the parent had faulthandler on; children turn it on again for their own stderr.
+_faulthandler_wanted = False
+
 
 def shed_parent_state(keep_fds: Iterable[int]) -> None:
     """Reset signals, loop and descriptors inherited through ``fork()``; keep ``keep_fds``."""
+    global _faulthandler_wanted
     gc.freeze()
+    # faulthandler writes to a descriptor of the parent's that is about to be closed; left on, a
+    # crash would write its report into whatever file then reuses that number.
+    _faulthandler_wanted = faulthandler.is_enabled()
+    faulthandler.disable()
     asyncio.events._set_running_loop(None)
     with contextlib.suppress(ValueError):
         signal.set_wakeup_fd(-1)
@@ -67,6 +76,8 @@ def fresh_stdio() -> None:
     """
     sys.stdout = _line_writer(1)
     sys.stderr = _line_writer(2)
+    if _faulthandler_wanted:
+        faulthandler.enable(sys.stderr)
 
 
 def _line_writer(fd: int) -> io.TextIOWrapper:

@@ -1,0 +1,216 @@
+"""The child's side: build the component, serve it, run it, and say how it ended.
+
+``main`` is what the zygote runs in each fresh fork. Its life, as seen on the channel::
+
+    child                                   parent
+      ── hello {token, pid} ─────────────▶    checks the token, serves its services
+      ◀──────────── init {factory, services, payload}
+      (build proxies, factory(), startup(), serve the component)
+      ── ready ──────────────────────────▶    spawn() returns
+      (run(), heartbeats both ways, log events)
+      ◀────────────────────────────── stop    (only when the parent stops it)
+      (cancel run(), shutdown())
+      ── exited {reason, error} ─────────▶    then the process exits 0
+
+A failure before READY is sent as ``failed {error}`` instead, with the traceback, and becomes a
+``ChildStartError`` in the parent. Heartbeats are sent by a task of the child's event loop, so a
+child whose loop is blocked (a tight loop that never awaits) goes silent and is killed as hung.
+The parent's heartbeats prove it is still there; if they stop, the child stops too — a backstop
+for the lifeline (see ``_lifeline``) when the parent is alive but wedged.
+
+The child uses a ZeroMQ context of its own, never an inherited one, and cleans up nothing the
+parent relies on: the socket directory belongs to the parent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, error_to_data
+from ._errors import ProtocolError
+from ._limits import apply_cpu_limit, apply_memory_limit
+from ._logs import forward_logs
+from ._rpc import Peer
+from ._spec import resolve
+
+__all__ = ["main"]
+
+#: How long the final report may take to leave before the child exits anyway.
+_FLUSH_MILLISECONDS = 2000
+
+
+def main(config: Mapping[str, Any]) -> int:
+    """Entry point of an isolated child (run by the zygote in a fresh fork); the exit code."""
+    limits = config["limits"]
+    if limits.get("cpu_seconds") is not None:
+        apply_cpu_limit(limits["cpu_seconds"])
+    return asyncio.run(_main(config))
+
+
+async def _main(config: Mapping[str, Any]) -> int:
+    return await _Child(config).run()
+
+
+class _Child:
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        self._component: str = config["component"]
+        self._endpoint: str = config["endpoint"]
+        self._token: str = config["token"]
+        self._limits: Mapping[str, Any] = config["limits"]
+        self._interval: float = self._limits["heartbeat_interval"]
+        self._timeout: float = self._limits["heartbeat_timeout"]
+        self._max_frame: int | None = config.get("max_frame_bytes")
+        loop = asyncio.get_running_loop()
+        self._init: asyncio.Future[Mapping[str, Any]] = loop.create_future()
+        self._stop = asyncio.Event()
+        self._last_parent_beat = loop.time()
+        self._peer: Peer | None = None
+
+    async def run(self) -> int:
+        context = zmq.asyncio.Context()
+        socket = context.socket(CONTROL_SOCKET_TYPE)
+        socket.setsockopt(zmq.LINGER, _FLUSH_MILLISECONDS)
+        try:
+            socket.connect(self._endpoint)
+            kwargs = {} if self._max_frame is None else {"max_frame_bytes": self._max_frame}
+            peer = self._peer = Peer(
+                socket, component=self._component, on_control=self._on_control, **kwargs
+            )
+            forward_logs(lambda event: peer.send_control("log", event), asyncio.get_running_loop())
+            receiver = asyncio.create_task(peer.run())
+            beats = asyncio.create_task(self._heartbeats(peer))
+            try:
+                peer.send_control("hello", {"token": self._token, "pid": os.getpid()})
+                await self._live(peer, receiver)
+            finally:
+                beats.cancel()
+                receiver.cancel()
+                await asyncio.gather(beats, receiver, return_exceptions=True)
+                await peer.aclose()
+        finally:
+            socket.close()
+            context.term()
+        return 0
+
+    async def _live(self, peer: Peer, receiver: asyncio.Task[None]) -> None:
+        init = await _first(self._init, receiver)
+        if init is None:
+            return  # the channel closed before init: the parent is gone or gave up
+        if self._limits.get("memory_mb") is not None:
+            # Set after the channel exists, so the limit counts only the component's memory.
+            apply_memory_limit(self._limits["memory_mb"])
+        try:
+            obj = await self._build(peer, init)
+        except BaseException as exc:
+            peer.send_control("failed", self._error(exc))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        peer.send_control("ready")
+        reason, error = await self._run(obj)
+        await self._shutdown(obj)
+        peer.send_control("exited", {"reason": reason, "error": error})
+
+    async def _build(self, peer: Peer, init: Mapping[str, Any]) -> object:
+        proxies = {
+            name: peer.proxy(name, resolve(class_name, what=f"service {name!r}"))
+            for name, class_name in init["services"].items()
+        }
+        factory = resolve(init["factory"], what=f"factory of {self._component}")
+        obj: object = factory(proxies, init["payload"])
+        startup = getattr(obj, "startup", None)
+        if startup is not None:
+            await startup()
+        peer.serve(COMPONENT, obj, type(obj))
+        return obj
+
+    async def _run(self, obj: object) -> tuple[str, Any]:
+        run = getattr(obj, "run", None)
+        stop = asyncio.create_task(self._stop.wait())
+        work = asyncio.ensure_future(run()) if run is not None else None
+        try:
+            waiting = {stop} if work is None else {stop, work}
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if work is None:
+            return "stopped", None
+        if not work.done():
+            work.cancel()
+            with contextlib.suppress(BaseException):
+                await work
+            if not work.done() or work.cancelled():
+                return "stopped", None
+        if work.cancelled():
+            return "stopped", None
+        exc = work.exception()
+        if exc is None:
+            return "returned", None
+        if isinstance(exc, SystemExit):
+            raise exc
+        reason = "memory" if self._is_memory_limit(exc) else "raised"
+        return reason, error_to_data(exc)
+
+    async def _shutdown(self, obj: object) -> None:
+        shutdown = getattr(obj, "shutdown", None)
+        if shutdown is None:
+            return
+        try:
+            await shutdown()
+        except Exception:
+            # The outcome of run() is what the parent needs; a failing shutdown is only logged.
+            print(f"{self._component}.shutdown() raised:", file=sys.stderr)
+            traceback.print_exc()
+
+    def _is_memory_limit(self, exc: BaseException) -> bool:
+        return isinstance(exc, MemoryError) and self._limits.get("memory_mb") is not None
+
+    def _error(self, exc: BaseException) -> dict[str, Any]:
+        return {"memory": self._is_memory_limit(exc), **error_to_data(exc)}
+
+    def _on_control(self, kind: str, body: Any) -> None:
+        loop = asyncio.get_running_loop()
+        if kind == "heartbeat":
+            self._last_parent_beat = loop.time()
+        elif kind == "init":
+            if self._init.done() or not isinstance(body, dict):
+                raise ProtocolError(f"unexpected init message from the parent: {body!r}")
+            self._last_parent_beat = loop.time()
+            self._init.set_result(body)
+        elif kind == "stop":
+            self._stop.set()
+
+    async def _heartbeats(self, peer: Peer) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            peer.send_control("heartbeat")
+            await asyncio.sleep(self._interval)
+            if loop.time() - self._last_parent_beat > self._timeout:
+                print(
+                    f"{self._component}: no heartbeat from the parent for {self._timeout:g} s; "
+                    "stopping",
+                    file=sys.stderr,
+                )
+                self._stop.set()
+                if not self._init.done():
+                    self._init.cancel()
+
+
+async def _first(
+    future: asyncio.Future[Mapping[str, Any]], receiver: asyncio.Task[None]
+) -> Mapping[str, Any] | None:
+    """The init message, or None when the channel ends (or the parent goes silent) first."""
+    waiting: set[asyncio.Future[Any]] = {future, receiver}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if future.done() and not future.cancelled():
+        return future.result()
+    return None

@@ -1,0 +1,440 @@
+"""The parent's handle on one isolated child: start it, watch it, stop it, describe its end.
+
+Lifecycle (``ChildState``)::
+
+    STARTING ──ready──▶ RUNNING ──stop()──▶ STOPPING
+        │                  │                   │
+        └──────────────────┴───── death ───────┴──▶ EXITED   (ChildExit resolved)
+
+A child ends in exactly one place, ``_finish``, which runs once the process is *dead* — never
+before — so every ``ChildExit`` describes a reaped process. Death is noticed at once: the pidfd
+becomes readable, then the zygote reports the wait status. Everything else only decides *why*
+before killing: a missed heartbeat ("hung"), a frame the wire layer rejected ("protocol"), a
+start timeout, a stop that was not honoured (SIGTERM, then SIGKILL). ``_finish`` then fails
+pending calls with ``ComponentCrashed``, closes the channel, the pipes and the pidfd, removes the
+socket file, and resolves ``wait()``.
+
+The child's own final report (``exited``) is the best witness of how ``run()`` ended. It is
+sent before the child exits, but may be read a moment after the pidfd fires; so for a child that
+exited with status 0 and has not reported yet, ``_finish`` waits briefly for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import hmac
+import os
+import secrets
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+import zmq
+
+from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, error_from_data
+from ._errors import ChildStartError, ComponentCrashed, ProtocolError
+from ._exit import ChildExit, describe_status
+from ._logs import default_log_sink
+from ._output import OutputPump, default_output_sink
+from ._rpc import Peer
+from ._spec import ChildSpec, resolve
+from ._zygote import ExitStatus, Forked
+
+if TYPE_CHECKING:
+    from ._zygote import Zygote
+
+__all__ = ["ChildProcess", "ChildState", "launch"]
+
+CHILD_ENTRY = "isolation._child:main"
+#: How long a cleanly exited child's final report may trail its death.
+_REPORT_GRACE_SECONDS = 1.0
+#: How long the zygote's status report may trail a death the pidfd showed.
+_STATUS_GRACE_SECONDS = 2.0
+#: How long output may keep flowing after a death (a grandchild may hold the pipe open).
+_OUTPUT_GRACE_SECONDS = 0.5
+#: Upper bound on the wait between SIGTERM and SIGKILL when a stop is escalated.
+_TERM_GRACE_SECONDS = 1.0
+
+LogSink = Callable[[str, dict[str, Any]], None]
+OutputSink = Callable[[str, str, str], None]
+
+
+class ChildState(enum.Enum):
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    EXITED = "exited"
+
+
+async def launch(
+    zygote: Zygote,
+    spec: ChildSpec,
+    services: Mapping[str, object],
+    *,
+    on_log: LogSink | None,
+    on_output: OutputSink | None,
+) -> ChildProcess:
+    """Fork a child for ``spec`` through ``zygote`` and return it once it is READY."""
+    service_classes = _service_classes(spec, services)
+    path = zygote.socket_path(zygote.next_socket_name())
+    socket = zygote.zmq_context().socket(CONTROL_SOCKET_TYPE)
+    socket.setsockopt(zmq.LINGER, 0)
+    try:
+        socket.bind(f"ipc://{path}")
+    except zmq.ZMQError as exc:
+        socket.close()
+        raise ChildStartError(
+            f"cannot open a channel for {spec.component} at {path}: {exc}"
+        ) from exc
+    token = secrets.token_urlsafe(24)
+    limits = spec.isolation
+    config = {
+        "component": spec.component,
+        "endpoint": f"ipc://{path}",
+        "token": token,
+        "limits": {
+            "memory_mb": limits.memory_mb,
+            "cpu_seconds": limits.cpu_seconds,
+            "heartbeat_interval": limits.heartbeat_interval,
+            "heartbeat_timeout": limits.heartbeat_timeout,
+        },
+    }
+    out_read, out_write = os.pipe2(os.O_CLOEXEC)
+    err_read, err_write = os.pipe2(os.O_CLOEXEC)
+    try:
+        forked = await zygote.fork(CHILD_ENTRY, config, [out_write, err_write], spec.component)
+    except BaseException:
+        socket.close()
+        _unlink(path)
+        os.close(out_read)
+        os.close(err_read)
+        raise
+    finally:
+        os.close(out_write)
+        os.close(err_write)
+    sink = on_output or default_output_sink
+    pumps = [
+        OutputPump(out_read, spec.component, "stdout", sink),
+        OutputPump(err_read, spec.component, "stderr", sink),
+    ]
+    child = ChildProcess(zygote, spec, forked, socket, path, token, pumps, on_log)
+    await child._start(services, service_classes)
+    return child
+
+
+def _service_classes(spec: ChildSpec, services: Mapping[str, object]) -> dict[str, type]:
+    missing = sorted(set(spec.services) - set(services))
+    if missing:
+        raise ChildStartError(
+            f"cannot start {spec.component}: no object given for service(s) {', '.join(missing)}"
+        )
+    classes: dict[str, type] = {}
+    for name, class_name in spec.services.items():
+        try:
+            cls = resolve(class_name, what=f"service {name!r} of {spec.component}")
+        except ImportError as exc:
+            raise ChildStartError(f"cannot start {spec.component}: {exc}") from exc
+        classes[name] = cls
+    return classes
+
+
+class ChildProcess:
+    """A running isolated child. Reach its component with ``proxy(cls)``; end it with ``stop()``."""
+
+    def __init__(
+        self,
+        zygote: Zygote,
+        spec: ChildSpec,
+        forked: Forked,
+        socket: zmq.asyncio.Socket,
+        path: str,
+        token: str,
+        pumps: list[OutputPump],
+        on_log: LogSink | None,
+    ) -> None:
+        self.pid = forked.pid
+        self.component = spec.component
+        self.spec = spec
+        self._zygote = zygote
+        self._limits = spec.isolation
+        self._pidfd = forked.pidfd
+        self._socket = socket
+        self._path = path
+        self._token = token
+        self._pumps = pumps
+        self._on_log = on_log or default_log_sink
+        self._state = ChildState.STARTING
+        loop = self._loop = asyncio.get_running_loop()
+        self._ready: asyncio.Future[None] = loop.create_future()
+        self._exit: asyncio.Future[ChildExit] = loop.create_future()
+        self._died = asyncio.Event()
+        self._reported = asyncio.Event()
+        self._report: dict[str, Any] | None = None
+        self._failure: ChildStartError | None = None
+        self._verdict: ChildExit | None = None
+        self._hello = False
+        self._last_beat = loop.time()
+        self._services: Mapping[str, object] = {}
+        self._service_classes: Mapping[str, type] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._peer = Peer(socket, component=spec.component, on_control=self._on_control)
+        loop.add_reader(self._pidfd, self._on_death)
+        self._spawn_task(self._receive())
+        self._finisher = loop.create_task(self._finish())
+
+    def __repr__(self) -> str:
+        return f"<ChildProcess {self.component} pid={self.pid} {self._state.value}>"
+
+    @property
+    def state(self) -> ChildState:
+        return self._state
+
+    def proxy(self, cls: type) -> Any:
+        """A proxy to the component the child built, with the methods of ``cls``."""
+        return self._peer.proxy(COMPONENT, cls)
+
+    async def wait(self) -> ChildExit:
+        """Wait for the child to end, for whatever reason, and say how it ended."""
+        return await asyncio.shield(self._exit)
+
+    async def stop(self, timeout: float | None = None) -> ChildExit:  # noqa: ASYNC109 - a grace period
+        """Stop the child: ask, wait ``timeout`` (default ``stop_timeout``), SIGTERM, SIGKILL.
+
+        Idempotent; concurrent and repeated calls share one stop and return the same exit.
+        """
+        if self._state is ChildState.RUNNING:
+            self._state = ChildState.STOPPING
+            grace = self._limits.stop_timeout if timeout is None else timeout
+            self._spawn_task(self._escalate(grace))
+        return await asyncio.shield(self._exit)
+
+    async def kill_on_close(self) -> None:
+        """Kill at once (the zygote is closing) and wait until the child is reaped."""
+        if not self._exit.done():
+            self._kill(ChildExit("stopped", "killed because its zygote was closed"))
+            await asyncio.shield(self._exit)
+
+    # -- start ------------------------------------------------------------------------------
+
+    async def _start(self, services: Mapping[str, object], classes: Mapping[str, type]) -> None:
+        self._services = services
+        self._service_classes = classes
+        timeout = self._limits.start_timeout
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), timeout)
+        except TimeoutError:
+            self._kill(ChildExit("died", f"was not ready within {timeout:g} s; killed"))
+            await asyncio.shield(self._exit)
+            raise ChildStartError(
+                f"{self.component} did not become ready within {timeout:g} s "
+                "(raise Isolation.start_timeout if its startup is slow)"
+            ) from None
+        except BaseException:
+            if not self._exit.done():
+                self._kill(ChildExit("died", "start abandoned; killed"))
+            await asyncio.shield(self._exit)
+            raise
+        self._state = ChildState.RUNNING
+        self._last_beat = self._loop.time()
+        self._spawn_task(self._watch_heartbeats())
+
+    # -- messages from the child --------------------------------------------------------------
+
+    def _on_control(self, kind: str, body: Any) -> None:
+        if kind == "heartbeat":
+            self._last_beat = self._loop.time()
+        elif kind == "log":
+            self._forward_log(body)
+        elif kind == "hello" and not self._hello:
+            self._on_hello(body)
+        elif kind == "ready" and self._hello and not self._ready.done():
+            self._ready.set_result(None)
+        elif kind == "failed" and self._hello and not self._ready.done():
+            self._on_failed(body)
+        elif kind == "exited" and self._hello and isinstance(body, dict) and self._report is None:
+            self._report = body
+            self._reported.set()
+        else:
+            self._violation(f"sent an unexpected {kind!r} message")
+
+    def _on_hello(self, body: Any) -> None:
+        token = body.get("token") if isinstance(body, dict) else None
+        if not isinstance(token, str) or not hmac.compare_digest(token, self._token):
+            self._violation("sent a wrong handshake token")
+            return
+        self._hello = True
+        for name, obj in self._services.items():
+            if name in self._service_classes:
+                self._peer.serve(name, obj, self._service_classes[name])
+        self._peer.send_control(
+            "init",
+            {
+                "factory": self.spec.factory,
+                "services": dict(self.spec.services),
+                "payload": self.spec.payload,
+            },
+        )
+        self._spawn_task(self._send_heartbeats())
+
+    def _on_failed(self, body: Any) -> None:
+        data = body if isinstance(body, dict) else {}
+        if data.get("memory"):
+            reason = self._limits.memory_cause()
+        else:
+            reason = f"{data.get('type', 'error')}: {data.get('message', '')}"
+        remote = data.get("traceback")
+        self._failure = ChildStartError(
+            f"{self.component} failed to start: {reason}", remote_traceback=remote
+        )
+        self._report = {"reason": "failed", "cause": f"failed to start: {reason}"}
+        self._reported.set()
+        self._ready.set_exception(self._failure)
+
+    def _forward_log(self, body: Any) -> None:
+        if not isinstance(body, dict):
+            self._violation("sent a log event that is not a map")
+            return
+        try:
+            self._on_log(self.component, body)
+        except Exception as exc:
+            self._loop.call_exception_handler(
+                {"message": f"log callback failed for {self.component}", "exception": exc}
+            )
+
+    async def _receive(self) -> None:
+        try:
+            await self._peer.run()
+        except ProtocolError as exc:
+            self._violation(f"sent a malformed frame: {exc}")
+
+    # -- deciding to end it ---------------------------------------------------------------------
+
+    def _violation(self, what: str) -> None:
+        self._kill(ChildExit("protocol", f"{what}; killed"))
+
+    def _kill(self, verdict: ChildExit, signum: int = signal.SIGKILL) -> None:
+        if self._verdict is None or signum == signal.SIGKILL:
+            self._verdict = verdict
+        self._signal(signum)
+
+    def _signal(self, signum: int) -> None:
+        if self._died.is_set():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(self._pidfd, signum)
+
+    async def _send_heartbeats(self) -> None:
+        while True:
+            with contextlib.suppress(Exception):
+                self._peer.send_control("heartbeat")
+            await asyncio.sleep(self._limits.heartbeat_interval)
+
+    async def _watch_heartbeats(self) -> None:
+        timeout = self._limits.heartbeat_timeout
+        while self._state is ChildState.RUNNING:
+            late = self._loop.time() - (self._last_beat + timeout)
+            if late >= 0:
+                # Give the receiver one more turn: after a stall of our own loop, heartbeats
+                # may be waiting unread in the socket.
+                await asyncio.sleep(min(self._limits.heartbeat_interval, 0.05))
+                if self._loop.time() - self._last_beat >= timeout:
+                    if self._state is ChildState.RUNNING:
+                        self._kill(ChildExit("hung", f"no heartbeat for {timeout:g} s; killed"))
+                    return
+                continue
+            await asyncio.sleep(-late)
+
+    async def _escalate(self, grace: float) -> None:
+        with contextlib.suppress(Exception):
+            self._peer.send_control("stop")
+        if await self._died_within(grace):
+            return
+        self._kill(
+            ChildExit("stopped", f"did not stop within {grace:g} s; terminated with SIGTERM"),
+            signal.SIGTERM,
+        )
+        if await self._died_within(min(grace, _TERM_GRACE_SECONDS)):
+            return
+        self._kill(ChildExit("stopped", f"did not stop within {grace:g} s nor on SIGTERM; killed"))
+
+    async def _died_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._died.wait(), seconds)
+        return self._died.is_set()
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def _on_death(self) -> None:
+        self._loop.remove_reader(self._pidfd)
+        self._died.set()
+
+    async def _finish(self) -> None:
+        await self._died.wait()
+        status: ExitStatus | None = None
+        with contextlib.suppress(TimeoutError):
+            status = await asyncio.wait_for(
+                self._zygote.exit_status(self.pid), _STATUS_GRACE_SECONDS
+            )
+        if status is not None and status.status == 0 and self._report is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._reported.wait(), _REPORT_GRACE_SECONDS)
+        ended = self._describe(status)
+        self._state = ChildState.EXITED
+        if not self._ready.done():
+            self._ready.set_exception(
+                ChildStartError(f"{self.component} {ended.cause} before it was ready")
+            )
+        self._peer.fail_pending(ComponentCrashed(f"{self.component} {ended.cause}"))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await self._peer.aclose()
+        self._socket.close()
+        _unlink(self._path)
+        await asyncio.gather(*(pump.drained(_OUTPUT_GRACE_SECONDS) for pump in self._pumps))
+        os.close(self._pidfd)
+        self._zygote.forget(self)
+        self._exit.set_result(ended)
+
+    def _describe(self, status: ExitStatus | None) -> ChildExit:
+        code = signum = None
+        if status is not None:
+            if os.WIFEXITED(status.status):
+                code = os.WEXITSTATUS(status.status)
+            elif os.WIFSIGNALED(status.status):
+                signum = os.WTERMSIG(status.status)
+        report = self._report
+        if report is not None:
+            reason = report.get("reason")
+            error = report.get("error")
+            if reason == "returned":
+                return ChildExit("returned", "run() returned", code, signum)
+            if reason == "stopped":
+                return ChildExit("stopped", "stopped on request", code, signum)
+            if reason in ("raised", "memory") and isinstance(error, dict):
+                remote = error_from_data(error, self.component)
+                if reason == "memory":
+                    return ChildExit("memory", self._limits.memory_cause(), code, signum, remote)
+                cause = f"run() raised {error.get('type')}: {error.get('message')}"
+                return ChildExit("raised", cause, code, signum, remote)
+            if reason == "failed":
+                return ChildExit("raised", str(report.get("cause")), code, signum, self._failure)
+        if self._verdict is not None:
+            return replace(self._verdict, exit_code=code, signal=signum)
+        if status is None:
+            return ChildExit("died", "ended; its exit status is unknown (the zygote is gone)")
+        return describe_status(status.status, cpu_time=status.cpu_time, isolation=self._limits)
+
+    def _spawn_task(self, coro: Any) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
