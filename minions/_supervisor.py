@@ -164,10 +164,9 @@ class Supervisor:
             for dep in cell.node.dependency_classes:
                 dep_cell = self._cells[dep]
                 if dep_cell.state is not _S.RUNNING:
-                    raise StartupError(
-                        cell.name,
+                    raise RuntimeStateError(
                         f"cannot restart {cell.name}: its dependency {dep_cell.name} is "
-                        f"{dep_cell.state.value}; restart {dep_cell.name} instead",
+                        f"{dep_cell.state.value}; restart {dep_cell.name} instead"
                     )
             self._cancel_timer(cell)
             await self._stop_dependents(cell, _S.RESTARTING, f"{cell.name} is restarting")
@@ -275,33 +274,39 @@ class Supervisor:
             log.error(
                 "component.crashed", component=cell.name, reason=cause, exc_info=outcome.error
             )
-        await host.stop()
-        cell.started_at = None
-        await self._after_exit(cell, crashed=crashed, cause=cause)
+        await self._after_exit(cell, crashed=crashed, cause=cause, host=host)
 
-    async def _after_exit(self, cell: Cell, *, crashed: bool, cause: str) -> None:
+    async def _after_exit(
+        self, cell: Cell, *, crashed: bool, cause: str, host: Host | None = None
+    ) -> None:
+        """Apply the policy to an incarnation that ended. Its dependents stop first, then its
+        own ``host`` (when given: its ``shutdown()`` has not run yet), so that a dependent's
+        ``shutdown()`` can still use it."""
         if self._closed:
+            await self._release(cell, host)
             cell.state = _S.STOPPED
             return
         if not cell.policy.restarts_after(crashed=crashed):
+            await self._stop_dependents(cell, _S.STOPPED, f"its dependency {cell.name} stopped")
+            await self._release(cell, host)
             cell.state = _S.STOPPED if crashed else _S.COMPLETED
             event = "component.stopped" if crashed else "component.completed"
             log.info(event, component=cell.name, reason=f"{cause}; restart={cell.policy.restart}")
-            await self._stop_dependents(cell, _S.STOPPED, f"its dependency {cell.name} stopped")
             return
         now = self._clock.now()
         if not cell.history.allows_restart(now):
             intensity = cell.policy.intensity
-            cell.state = _S.FAILED
             reason = (
                 f"more than {intensity.max_restarts} restarts within {intensity.within} s; "
                 f"last: {cause}"
             )
-            cell.last_error = reason
-            log.error("component.given_up", component=cell.name, reason=reason)
             await self._stop_dependents(
                 cell, _S.STOPPED, f"its dependency {cell.name} was given up"
             )
+            await self._release(cell, host)
+            cell.state = _S.FAILED
+            cell.last_error = reason
+            log.error("component.given_up", component=cell.name, reason=reason)
             return
         attempt = cell.history.recent(now)
         cell.history.record(now)
@@ -309,6 +314,7 @@ class Supervisor:
         await self._stop_dependents(
             cell, _S.RESTARTING, f"its dependency {cell.name} is restarting"
         )
+        await self._release(cell, host)
         cell.state = _S.RESTARTING
         log.warning(
             "component.restarting",
@@ -376,6 +382,12 @@ class Supervisor:
         cell.state = _S.STOPPED
         cell.started_at = None
         log.info("component.stopped", component=cell.name, reason=reason)
+
+    async def _release(self, cell: Cell, host: Host | None) -> None:
+        """Finish stopping an incarnation whose ``run()`` has ended (``shutdown()``)."""
+        if host is not None:
+            await host.stop()
+        cell.started_at = None
 
     def _cancel_timer(self, cell: Cell) -> None:
         timer, cell.timer = cell.timer, None
