@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +49,7 @@ def run(
         raise TypeError("run() needs at least one component class, e.g. run(MyMinion)")
     directory = Path(project_dir).resolve() if project_dir else default_project_dir()
     configure_logging(project_dir=directory, level=log_level)
-    code = asyncio.run(
+    code = _run_to_the_end(
         _main(
             components, config=config, options=options, project_dir=directory, stop_after=stop_after
         )
@@ -85,7 +85,9 @@ async def _main(
         loop.add_signal_handler(signum, on_signal, signum)
     runtime = Runtime(config=config, options=options, project_dir=project_dir)
     try:
-        log.info("runtime.starting", components=[c.__name__ for c in components])
+        log.info(
+            "runtime.starting", components=[getattr(c, "__name__", repr(c)) for c in components]
+        )
         try:
             await _until_first(runtime.start(*components), stop.wait())
         except BaseException:
@@ -111,6 +113,65 @@ async def _main(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+LEFTOVER_GRACE = 1.0
+"""Seconds the tasks still alive when the program ends get to finish their cancellation."""
+
+
+def _run_to_the_end(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` in a new event loop, like :func:`asyncio.run`, but never hang at the end.
+
+    :func:`asyncio.run` cancels the tasks left over and waits for them without limit, so one
+    component that swallows its cancellation (a ``run()`` abandoned after its stop timeout, a
+    ``shutdown()`` cut short by a second signal) would keep the program from exiting. Here
+    leftovers get :data:`LEFTOVER_GRACE` seconds, then are abandoned and logged.
+    """
+    loop = asyncio.new_event_loop()
+    abandoned: set[asyncio.Task[Any]] = set()
+
+    def on_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if context.get("task") not in abandoned:  # "destroyed but pending": already logged
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(on_error)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(main)
+    finally:
+        try:
+            abandoned |= _end_leftovers(loop)
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.run_until_complete(loop.shutdown_default_executor())
+        finally:
+            asyncio.set_event_loop(None)
+            loop.close()
+
+
+def _end_leftovers(loop: asyncio.AbstractEventLoop) -> set[asyncio.Task[Any]]:
+    """Cancel the tasks still alive; return those that did not end within the grace period."""
+    tasks = asyncio.all_tasks(loop)
+    if not tasks:
+        return set()
+    for task in tasks:
+        task.cancel()
+    done, pending = loop.run_until_complete(asyncio.wait(tasks, timeout=LEFTOVER_GRACE))
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            loop.call_exception_handler(
+                {
+                    "message": "unhandled exception in a task ended with the program",
+                    "exception": task.exception(),
+                    "task": task,
+                }
+            )
+    if pending:
+        log.warning(
+            "runtime.abandoned",
+            reason=f"{len(pending)} task(s) ignored their cancellation at exit; abandoned",
+            tasks=sorted(task.get_name() for task in pending),
+        )
+    return pending
 
 
 async def _until_first(*awaitables: Any) -> int:
