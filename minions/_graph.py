@@ -75,6 +75,17 @@ class Graph:
                 return node
         raise KeyError(cls)
 
+    def closure(self, classes: Iterable[type[Component]]) -> set[type[Component]]:
+        """``classes`` and every component they depend on, directly or not."""
+        found: set[type[Component]] = set()
+        pending = list(classes)
+        while pending:
+            cls = pending.pop()
+            if cls not in found:
+                found.add(cls)
+                pending.extend(self.node(cls).dependency_classes)
+        return found
+
     def dependents(self, cls: type[Component]) -> list[Node]:
         """Every component that depends on ``cls``, directly or not, in start order."""
         affected: set[type[Component]] = {cls}

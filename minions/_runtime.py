@@ -23,7 +23,12 @@ from typing import TYPE_CHECKING, Any
 from ._clock import Clock, MonotonicClock
 from ._component import Component, ComponentState
 from ._config import ConfigSource
-from ._errors import ComponentOptionsError, DefinitionError, UnknownComponentError
+from ._errors import (
+    ComponentOptionsError,
+    DefinitionError,
+    StartupError,
+    UnknownComponentError,
+)
 from ._graph import Graph, Node, build_graph
 from ._host import Host, LocalHost
 from ._policy import ComponentOptions, Policy, RestartHistory
@@ -127,8 +132,13 @@ class Runtime:
             )
             new_cells[node.cls] = self._new_cell(node)
         self._configs.update(configs)
+        try:
+            await self._supervisor.start(graph, new_cells, graph.closure(components))
+        except StartupError:
+            for cls in configs:  # the supervisor forgot these components; so does the runtime
+                del self._configs[cls]
+            raise
         self._roots = roots
-        await self._supervisor.start(graph, new_cells)
 
     async def restart(self, component: ComponentRef) -> None:
         """Restart one component, stopping its dependents first and starting them after it."""
@@ -189,7 +199,13 @@ class Runtime:
 
     def _check_compatible(self, graph: Graph) -> None:
         for cell in self._supervisor.cells:
-            node = graph.node(cell.node.cls)
+            try:
+                node = graph.node(cell.node.cls)
+            except KeyError:
+                raise DefinitionError(
+                    f"starting these components would replace {cell.name}, which this runtime "
+                    f"already has; start them in a new runtime"
+                ) from None
             if node.dependencies != cell.node.dependencies:
                 raise DefinitionError(
                     f"starting these components would change the dependencies of the running "

@@ -123,23 +123,32 @@ class Supervisor:
 
     # -- operations ----------------------------------------------------------------------------
 
-    async def start(self, graph: Graph, cells: dict[type[Any], Cell]) -> None:
-        """Start every component of ``graph`` that is not running, in order.
+    async def start(
+        self, graph: Graph, cells: dict[type[Any], Cell], wanted: set[type[Any]]
+    ) -> None:
+        """Start the components of ``graph`` in ``wanted`` that are not running, in order.
 
-        ``cells`` holds new cells for components this supervisor does not have yet. If one fails
-        to start, what this call started is stopped again and the error is raised.
+        ``wanted`` holds the requested components and everything they depend on; the rest of
+        the graph (running, finished, stopped on purpose) is left as it is. ``cells`` holds new
+        cells for components this supervisor does not have yet. If one fails to start, the
+        call is undone: what it started is stopped again, in reverse order, every component it
+        touched is put back as it was, and the error is raised.
         """
         async with self._lock:
             self._ensure_open()
+            previous = self._graph
             self._graph = graph
-            for cls, cell in cells.items():
-                self._cells.setdefault(cls, cell)
+            added = [
+                cls for cls, cell in cells.items() if self._cells.setdefault(cls, cell) is cell
+            ]
             started: list[Cell] = []
+            touched: list[tuple[Cell, ComponentState, set[type[Any]]]] = []
             try:
                 for node in graph.nodes:
                     cell = self._cells[node.cls]
-                    if cell.state.is_active:
+                    if node.cls not in wanted or cell.state.is_active:
                         continue
+                    touched.append((cell, cell.state, set(cell.blocked_by)))
                     blocked = {
                         d for d in node.dependency_classes if self._cells[d].state is not _S.RUNNING
                     }
@@ -152,6 +161,11 @@ class Supervisor:
             except StartupError:
                 for cell in reversed(started):
                     await self._stop_cell(cell, "another component failed to start")
+                for cell, state, blocked_by in touched:
+                    cell.state, cell.blocked_by = state, blocked_by
+                for cls in added:
+                    del self._cells[cls]
+                self._graph = previous
                 raise
             finally:
                 self._on_change()

@@ -511,3 +511,28 @@ async def test_a_bad_addition_leaves_the_running_system_alone(tmp_path: Path) ->
             assert dict(rt.status()) == before
             assert asyncio.all_tasks() == tasks_before
             assert rt.status()["Idle"].state.value == "running"
+
+
+async def test_an_addition_that_would_rewire_running_components_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Adding a subclass that would replace a resource already injected into a running component
+    is refused: a running component's dependencies never change under it."""
+
+    class Feed(Resource):
+        pass
+
+    class FakeFeed(Feed):
+        pass
+
+    class Strategy(Idle):
+        feed: Feed
+
+    with anyio.fail_after(LIMIT):
+        async with runtime(tmp_path) as rt:
+            await rt.start(Strategy)
+            with pytest.raises(DefinitionError) as caught:
+                await rt.start(FakeFeed)
+            assert list(rt.status()) == ["Feed", "Strategy"]
+    assert "would replace Feed, which this runtime already has" in str(caught.value)
+    assert "start them in a new runtime" in str(caught.value)

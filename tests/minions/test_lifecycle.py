@@ -249,36 +249,89 @@ async def test_shutdown_that_swallows_cancellation_is_bounded_by_stop_timeout(
     assert events[-1] == ("component.stopped", "Stuck")
 
 
+class Broken(Recorded, Resource):
+    def __init__(self, cache: Cache) -> None:
+        super().__init__()
+
+    async def startup(self) -> None:
+        raise ConnectionError("exchange unreachable")
+
+
+class NeedsBroken(Recorded, Minion):
+    broken: Broken
+
+
 async def test_startup_failure_raises_and_stops_what_started(tmp_path: Path) -> None:
     """A startup() that raises at start is a StartupError naming the component, chained to the
-    original error; what this start had started is stopped again, in reverse order."""
-
-    class Broken(Recorded, Resource):
-        def __init__(self, cache: Cache) -> None:
-            super().__init__()
-
-        async def startup(self) -> None:
-            raise ConnectionError("exchange unreachable")
-
-    class User(Recorded, Minion):
-        broken: Broken
-
+    original error; what this start had started is stopped again, in reverse order, and the
+    runtime is left as it was."""
     with anyio.fail_after(LIMIT):
         async with runtime(tmp_path) as rt:
             with capture_logs() as logs, pytest.raises(StartupError) as caught:
-                await rt.start(User)
-            status = rt.status()
+                await rt.start(NeedsBroken)
+            assert dict(rt.status()) == {}
     assert caught.value.component == "Broken"
     assert "Broken.startup() raised ConnectionError: exchange unreachable" in str(caught.value)
     assert isinstance(caught.value.__cause__, ConnectionError)
-    assert "User.init" not in calls
+    assert "NeedsBroken.init" not in calls
     assert calls[-4:] == ["Cache.shutdown", "Cache.shut", "Database.shutdown", "Database.shut"]
-    assert status["Broken"].state is ComponentState.STOPPED
-    assert status["Broken"].crashes == 1
-    assert "exchange unreachable" in (status["Broken"].last_error or "")
-    assert status["Database"].state is ComponentState.STOPPED
     crashed = [e for e in logs if e["event"] == "component.crashed"]
     assert [e["component"] for e in crashed] == ["Broken"]
+    assert "exchange unreachable" in crashed[0]["reason"]
+    stopped = [e["component"] for e in logs if e["event"] == "component.stopped"]
+    assert stopped == ["Cache", "Database"]
+
+
+async def test_a_failed_start_is_undone_and_the_runtime_still_usable(tmp_path: Path) -> None:
+    """After a failed start, what ran before still runs, the failed components are forgotten
+    (a later start does not retry them), and wait() still works."""
+
+    class Quick(Minion):
+        db: Database
+
+    with anyio.fail_after(LIMIT):
+        async with runtime(tmp_path) as rt:
+            await rt.start(Database)
+            with pytest.raises(StartupError):
+                await rt.start(NeedsBroken)
+            assert {n: s.state for n, s in rt.status().items()} == {
+                "Database": ComponentState.RUNNING
+            }
+            assert calls.count("Database.init") == 1  # kept running, not restarted
+            await rt.start(Quick)
+            await rt.wait()
+            assert list(rt.status()) == ["Database", "Quick"]
+            assert calls.count("Broken.init") == 1
+
+
+async def test_start_adds_to_a_system_without_rerunning_what_is_at_rest(tmp_path: Path) -> None:
+    """A later start starts only what it is given and their dependencies: a completed minion
+    and a component stopped on purpose stay as they are."""
+    ran: list[str] = []
+
+    class Quick(Minion):
+        async def run(self) -> None:
+            ran.append("Quick")
+
+    class Later(Minion):
+        cache: Cache
+
+        async def run(self) -> None:
+            ran.append("Later")
+
+    with anyio.fail_after(LIMIT):
+        async with runtime(tmp_path) as rt:
+            await rt.start(Quick, Feed)
+            await rt.wait()
+            await rt.stop(Feed)
+            await rt.start(Later)
+            await rt.wait()
+            status = rt.status()
+    assert ran == ["Quick", "Later"]
+    assert status["Quick"].state is ComponentState.COMPLETED
+    assert status["Feed"].state is ComponentState.STOPPED
+    assert status["Later"].state is ComponentState.COMPLETED
+    assert calls.count("Feed.init") == 1
 
 
 async def test_constructor_failure_is_a_startup_error(tmp_path: Path) -> None:
