@@ -256,6 +256,56 @@ def test_a_run_that_ignores_cancellation_does_not_hold_the_exit(program: Any) ->
     assert [e["tasks"] for e in abandoned] == [["minions:Deaf"]]
 
 
+def test_a_signal_during_startup_stops_what_is_starting(program: Any) -> None:
+    """SIGTERM while a resource's startup() is still connecting: the start is abandoned, the
+    resource's shutdown() runs, nothing after it is constructed, status 0."""
+    p = program(
+        """
+        class Slow(Resource):
+            async def startup(self):
+                say("CONNECTING")
+                await asyncio.Event().wait()
+
+            async def shutdown(self):
+                say("shutdown Slow")
+
+
+        class Strategy(Minion):
+            def __init__(self, slow: Slow):
+                say("constructed Strategy")
+
+
+        run(Strategy)
+        say("RETURNED")
+        """
+    )
+    p.expect("CONNECTING")
+    p.signal(signal.SIGTERM)
+    assert p.finish() == 0, p.describe()
+    assert p.output == ["CONNECTING", "shutdown Slow", "RETURNED"]
+
+
+def test_stop_after_stops_gracefully(program: Any) -> None:
+    """``run(..., stop_after=s)`` stops everything gracefully after s seconds."""
+    p = program(
+        """
+        class Forever(Minion):
+            async def run(self):
+                say("READY")
+                await asyncio.Event().wait()
+
+            async def shutdown(self):
+                say("shutdown Forever")
+
+
+        run(Forever, stop_after=0.2)
+        say("RETURNED")
+        """
+    )
+    assert p.finish() == 0, p.describe()
+    assert p.output == ["READY", "shutdown Forever", "RETURNED"]
+
+
 def test_run_returns_when_every_minion_has_finished(program: Any) -> None:
     """Minions that return end the program: resources stop, run() returns, status 0."""
     p = program(
