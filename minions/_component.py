@@ -28,10 +28,11 @@ Options (restart policy, timeouts, isolation) are class keywords::
 from __future__ import annotations
 
 import enum
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from ._errors import DefinitionError
 from ._policy import ComponentOptions, Restart
+from ._steps import WorkflowSteps
 
 EventT = TypeVar("EventT")
 ContextT = TypeVar("ContextT")
@@ -104,13 +105,14 @@ class Resource(Component):
     __minions_kind__: ClassVar[str] = "resource"
 
 
-class Minion(Component, Generic[EventT, ContextT]):
+class Minion(WorkflowSteps[EventT, ContextT], Component):
     """A long-lived worker: override ``async def run(self)`` with its loop.
 
     Minions restart ``transient``\\ ly by default: a crash restarts it, a normal return finishes
     it. When every minion has finished, the runtime stops. Minions are never dependencies.
 
-    ``Minion[Event, Context]`` with ``@minion_step`` methods is a durable workflow minion.
+    ``Minion[Event, Context]`` with ``@minion_step`` methods is a durable workflow minion: its
+    ``run()`` (from :class:`~minions._steps.WorkflowSteps`) starts a workflow per event.
     """
 
     __minions_default_restart__: ClassVar[Restart] = "transient"
