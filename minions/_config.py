@@ -15,6 +15,7 @@ component, the field and where the value came from.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -68,6 +69,15 @@ class ConfigSource:
         overridden = _env_overrides(component, environ)
         for path, value in overridden.items():
             _set_path(values, path, value)
+        allowed = _field_names(config_type)
+        unknown = sorted(set(values) - allowed) if allowed is not None else []
+        if unknown:
+            known = ", ".join(sorted(allowed or ())) or "none"
+            raise ConfigError(
+                f"invalid configuration for {component}: unknown field(s) {', '.join(unknown)} "
+                f"in the [{component}] table of {self.origin} or the environment; "
+                f"{config_type.__qualname__} has: {known}"
+            )
         try:
             return pydantic.TypeAdapter(config_type).validate_python(values)
         except pydantic.ValidationError as exc:
@@ -79,6 +89,17 @@ class ConfigSource:
             raise ConfigError(
                 f"invalid configuration for {component}: {problems}. Fix {where}"
             ) from exc
+
+
+def _field_names(config_type: type[Any]) -> set[str] | None:
+    """The top-level field names of a pydantic model or dataclass (aliases included), or
+    ``None`` for a model that accepts extra fields."""
+    if isinstance(config_type, type) and issubclass(config_type, pydantic.BaseModel):
+        if config_type.model_config.get("extra") == "allow":
+            return None
+        fields = config_type.model_fields
+        return set(fields) | {f.alias for f in fields.values() if f.alias}
+    return {f.name for f in dataclasses.fields(config_type)}
 
 
 def _tables(data: Mapping[str, Any], origin: str) -> dict[str, Mapping[str, Any]]:

@@ -245,3 +245,20 @@ async def test_config_annotation_must_be_a_model_or_dataclass(tmp_path: Path) ->
     async with Runtime(project_dir=tmp_path, environ={}) as rt:
         with pytest.raises(DefinitionError, match=r"Odd\.config is annotated int; a component's"):
             await rt.start(Odd)
+
+
+async def test_an_unknown_field_is_an_error_not_silently_ignored(tmp_path: Path) -> None:
+    """A misspelt key in a table, or in an environment override, is a ConfigError naming it and
+    listing the fields the model has; nothing starts."""
+    write_toml(tmp_path, "[Feed]\nintreval = 1\n")
+    async with Runtime(project_dir=tmp_path, environ={}) as rt:
+        with pytest.raises(ConfigError) as caught:
+            await rt.start(Feed)
+    message = str(caught.value)
+    assert "unknown field(s) intreval" in message
+    assert "FeedConfig has: db, interval, pairs" in message
+    write_toml(tmp_path, "")
+    async with Runtime(project_dir=tmp_path, environ={"MINIONS_STRATEGY__TRESHOLD": "2"}) as rt:
+        with pytest.raises(ConfigError, match="unknown field.*treshold"):
+            await rt.start(Strategy)
+    assert seen == {}
