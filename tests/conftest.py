@@ -45,9 +45,7 @@ def no_leftover_processes() -> Iterator[None]:
             continue
     psutil.wait_procs(still_alive, timeout=LEAK_GRACE_SECONDS)
     if still_alive:
-        described = ", ".join(
-            f"{p.pid} ({' '.join(_cmdline(p))[:120]})" for p in still_alive
-        )
+        described = ", ".join(f"{p.pid} ({' '.join(_cmdline(p))[:120]})" for p in still_alive)
         pytest.fail(f"test left {len(still_alive)} child process(es) running: {described}")
 
 

@@ -259,6 +259,6 @@ async def test_an_unknown_field_is_an_error_not_silently_ignored(tmp_path: Path)
     assert "FeedConfig has: db, interval, pairs" in message
     write_toml(tmp_path, "")
     async with Runtime(project_dir=tmp_path, environ={"MINIONS_STRATEGY__TRESHOLD": "2"}) as rt:
-        with pytest.raises(ConfigError, match="unknown field.*treshold"):
+        with pytest.raises(ConfigError, match=r"unknown field.*treshold"):
             await rt.start(Strategy)
     assert seen == {}
