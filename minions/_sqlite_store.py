@@ -15,8 +15,10 @@ wait. Instead one writer thread owns the connection and loops::
 An idle store commits a save at once (a batch of one). While a commit is under way new saves
 queue up and all go into the next transaction, so batches grow exactly as fast as callers
 arrive and the cost per row falls as concurrency rises. Each caller's future is settled only
-after the transaction holding its row committed. Reads run on the same thread between
-transactions: they are rare (an orchestration's start) and see every write already awaited.
+after the transaction holding its row committed; if a batch does not fit (``StateStoreFull``)
+its rows are retried one transaction each, so an oversized row fails alone. Reads run on the
+same thread between transactions: they are rare (an orchestration's start) and see every write
+already awaited.
 
 Lifecycle (``statistics().state``)::
 
@@ -221,7 +223,10 @@ class _Writer:
                             break
                         batch.append(item)
                 if batch:
-                    self._process(batch)
+                    try:
+                        self._process(batch)
+                    except Exception as exc:  # a bug here must not strand the waiters
+                        self._fail_batch(batch, exc)
                 if stop:
                     return
         finally:
@@ -234,21 +239,25 @@ class _Writer:
 
     def _process(self, batch: list[_Op]) -> None:
         outcomes: list[_Outcome] = []
-        error: StateStoreError | None = None
+        open_error: StateStoreError | None = None
         if self.conn is None:
             try:
                 self.conn = self._open()
             except Exception as exc:
-                error = _translate(exc, self.path, "open", self.busy_timeout)
+                open_error = _translate(exc, self.path, "open", self.busy_timeout)
         writes = [op for op in batch if op[0] <= _DELETE]
         reads = [op for op in batch if op[0] > _DELETE]
         if writes:
-            if error is None:
-                error = self._commit(writes)
-            outcomes.extend((future, None, _copy(error)) for _, future, _ in writes)
+            error = open_error or self._commit(writes)
+            if isinstance(error, StateStoreFull) and len(writes) > 1:
+                # One oversized row must not fail the rows that happened to share its batch.
+                outcomes.extend((op[1], None, self._commit([op])) for op in writes)
+            else:
+                outcomes.extend((future, None, _copy(error)) for _, future, _ in writes)
         for kind, future, args in reads:
-            if error is not None:
-                outcomes.append((future, None, _copy(error)))
+            # A failed commit does not fail the reads: a full disk can still be read.
+            if open_error is not None or self.conn is None:
+                outcomes.append((future, None, _copy(open_error or self._lost())))
                 continue
             try:
                 outcomes.append((future, self._read(kind, args), None))
@@ -258,6 +267,22 @@ class _Writer:
         with self.stats_lock:
             self.settled += len(batch)
         _settle_from_thread(outcomes)
+
+    def _lost(self) -> StateStoreError:
+        return StateStoreUnavailable(
+            f"the connection to the state store {self.path} was lost after a failed write; "
+            "it is reopened by the next operation: retry"
+        )
+
+    def _fail_batch(self, batch: list[_Op], exc: BaseException) -> None:
+        error = StateStoreError(
+            f"internal error in the state store writer for {self.path}: {exc!r}. "
+            "Report this with the traceback; the store keeps serving later operations"
+        )
+        error.__cause__ = exc
+        with self.stats_lock:
+            self.settled += len(batch)
+        _settle_from_thread([(future, None, _copy(error)) for _, future, _ in batch])
 
     def _commit(self, writes: list[_Op]) -> StateStoreError | None:
         assert self.conn is not None

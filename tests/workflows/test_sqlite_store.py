@@ -22,7 +22,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -504,6 +504,40 @@ async def test_full_store_is_reported_and_keeps_working(db: Path) -> None:
         await store.aclose()
     assert 0 < saved < 100
     assert len(raw_rows(db)) == saved
+
+
+async def test_an_oversized_row_fails_alone_and_reads_still_work(db: Path) -> None:
+    """When one row of a group commit does not fit, only its caller gets StateStoreFull: the
+    rows batched with it are committed, and a read queued with them is answered."""
+    store = SQLiteStateStore(db, max_bytes=65536)
+    outcomes: dict[str, object] = {}
+
+    async def run(name: str, operation: Callable[[], Awaitable[object]]) -> None:
+        try:
+            outcomes[name] = await operation()
+        except StateStoreError as exc:
+            outcomes[name] = exc
+
+    try:
+        with anyio.fail_after(10):
+            await store.save_context("existing", "orch", b"e")
+        with write_lock_held(db) as release, anyio.fail_after(20):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(run, "small-1", lambda: store.save_context("s1", "orch", b"x"))
+                await anyio.wait_all_tasks_blocked()
+                # Everything below queues behind the blocked transaction: one batch.
+                tg.start_soon(run, "huge", lambda: store.save_context("h", "orch", b"z" * 200_000))
+                tg.start_soon(run, "small-2", lambda: store.save_context("s2", "orch", b"y"))
+                tg.start_soon(run, "read", store.get_all_contexts)
+                await anyio.wait_all_tasks_blocked()
+                release()
+    finally:
+        await store.aclose()
+    assert isinstance(outcomes["huge"], StateStoreFull)
+    assert outcomes["small-1"] is None and outcomes["small-2"] is None
+    read = outcomes["read"]
+    assert isinstance(read, list) and {row.workflow_id for row in read} == {"existing", "s1", "s2"}
+    assert sorted(w for w, _, _ in raw_rows(db)) == ["existing", "s1", "s2"]
 
 
 def test_constructor_rejects_bad_options(db: Path) -> None:
