@@ -1,0 +1,35 @@
+"""Isolation: run components in child processes and reach them through proxies.
+
+Calls, streams and lifecycle messages move between processes as msgpack over ZeroMQ; this
+package moves them and reports a child's death, the runtime decides what to do about it.
+"""
+
+from ._errors import ChildStartError as ChildStartError
+from ._errors import ComponentCrashed as ComponentCrashed
+from ._errors import IsolationError as IsolationError
+from ._errors import ProtocolError as ProtocolError
+from ._errors import RemoteError as RemoteError
+from ._errors import SerializationError as SerializationError
+from ._interface import RemoteMethod as RemoteMethod
+from ._interface import remote_interface as remote_interface
+from ._protocol import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
+from ._rpc import Peer as Peer
+from ._rpc import PeerState as PeerState
+from ._rpc import PeerStatistics as PeerStatistics
+from ._stream import DEFAULT_STREAM_CREDIT as DEFAULT_STREAM_CREDIT
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_BYTES",
+    "DEFAULT_STREAM_CREDIT",
+    "ChildStartError",
+    "ComponentCrashed",
+    "IsolationError",
+    "Peer",
+    "PeerState",
+    "PeerStatistics",
+    "ProtocolError",
+    "RemoteError",
+    "RemoteMethod",
+    "SerializationError",
+    "remote_interface",
+]
