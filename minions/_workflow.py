@@ -1,0 +1,443 @@
+"""The workflow driver: how a workflow minion turns its pipeline's events into durable workflows.
+
+A workflow minion's ``run()`` (see ``_steps``) hands over to a :class:`WorkflowRunner`, which:
+
+1. loads the orchestration's saved checkpoints and restarts each workflow at its next step
+   (a corrupt checkpoint is logged and skipped; a checkpoint of other event or context types
+   stops the minion with an error that says to drain first);
+2. only then subscribes to the pipeline, so resumed workflows go before new events;
+3. for each event, starts a workflow with a fresh ``Context()`` once there is room
+   (``max_in_flight``; until then the pipeline waits);
+4. on stop, unsubscribes, gives running workflows ``stop_grace`` seconds to finish, and cancels
+   the rest — their checkpoints stay, and they resume on the next start.
+
+One workflow, step by step::
+
+    for each step i from the next one:
+        commit checkpoint (ids, event, context, next step = i)   ── persistence policy applies
+        await step i
+    delete the checkpoint                                         ── terminal outcomes only
+
+Outcomes are counted apart: *succeeded* (every step returned), *aborted* (a step raised
+``AbortWorkflow``), *failed* (a step raised anything else; logged with the step's name),
+*interrupted* (cancelled by a stop: the checkpoint is kept, so the workflow resumes at the step
+it was in — steps run at least once, and must be idempotent).
+
+The orchestration id — the key checkpoints are filed under — is a hash of the minion's,
+the pipeline's and the config's identities (:func:`orchestration_id`): the same program in a
+copied project folder finds its checkpoints again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from ._checkpoint import (
+    Checkpoint,
+    CheckpointCodec,
+    CheckpointEncodeError,
+    CorruptCheckpoint,
+    IncompatibleCheckpoint,
+    checkpoint_codec,
+)
+from ._component import component_name
+from ._errors import DefinitionError
+from ._graph import declared_config, declared_dependencies
+from ._identity import identity_of
+from ._pipeline import Pipeline
+from ._steps import (
+    AbortWorkflow,
+    ActiveWorkflow,
+    PersistencePolicy,
+    WorkflowHandle,
+    WorkflowSteps,
+    current_workflow,
+    step_names,
+    workflow_types,
+)
+from ._workflow_store import PersistenceError, WorkflowCounters, WorkflowStore
+
+__all__ = [
+    "WorkflowRunner",
+    "WorkflowSpec",
+    "config_identity",
+    "orchestration_id",
+    "workflow_spec",
+]
+
+_ORCHESTRATION_ATTRIBUTE = "__minions_orchestration__"
+
+
+def orchestration_id(minion: str, pipeline: str, config: str = "") -> str:
+    """The deterministic id of (minion identity, pipeline identity, config identity)."""
+    text = "\x1f".join(("minions-orchestration-1", minion, pipeline, config))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def config_identity(config: object) -> str:
+    """A config object's identity: a hash of its canonical JSON form ("" for no config)."""
+    if config is None:
+        return ""
+    try:
+        data = pydantic.TypeAdapter(type(config)).dump_python(config, mode="json")
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    except Exception as exc:  # pydantic raises several unrelated types for odd objects
+        raise DefinitionError(
+            f"cannot derive an identity from the config {config!r} ({exc}); use a dataclass or "
+            "pydantic model of builtins"
+        ) from exc
+    return "inline:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Orchestration:
+    """What a class bound by Gru carries: its orchestration id and the user's minion identity."""
+
+    id: str
+    minion_identity: str
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A workflow minion class, resolved: its types, steps and pipeline attribute."""
+
+    minion: type[WorkflowSteps[Any, Any]]
+    event_type: Any
+    context_type: Any
+    steps: tuple[str, ...]
+    #: The class attribute holding the pipeline, and the pipeline class it requests (None: Gru
+    #: will name one).
+    pipeline_attribute: str | None
+    pipeline: type[Pipeline[Any]] | None
+
+
+def workflow_spec(cls: type[Any], *, require_pipeline: bool = True) -> WorkflowSpec:
+    """Resolve ``cls`` as a workflow minion, or raise a clear ``DefinitionError``."""
+    steps = step_names(cls) if isinstance(cls, type) else ()
+    if not steps:
+        shown = getattr(cls, "__qualname__", repr(cls))
+        raise DefinitionError(
+            f"{shown} is not a workflow minion: declare it 'class {getattr(cls, '__name__', cls)}"
+            "(Minion[MyEvent, MyContext])' with at least one @minion_step method"
+        )
+    types = workflow_types(cls)
+    assert types is not None  # checked when the class was defined
+    pipelines: list[tuple[str, type[Pipeline[Any]]]] = []
+    for dep in declared_dependencies(cls):
+        if not issubclass(dep.requested, Pipeline):
+            continue
+        if dep.via == "parameter":
+            raise DefinitionError(
+                f"{cls.__qualname__}.__init__ takes the pipeline {dep.requested.__qualname__} as "
+                f"a parameter; declare it as a class attribute instead ('{dep.name}: "
+                f"{dep.requested.__name__}') so the workflow loop can find it"
+            )
+        pipelines.append((dep.name, dep.requested))
+    if len(pipelines) > 1:
+        names = ", ".join(f"{n}: {p.__qualname__}" for n, p in pipelines)
+        raise DefinitionError(
+            f"{cls.__qualname__} declares {len(pipelines)} pipelines ({names}); a workflow "
+            "minion handles the events of one pipeline"
+        )
+    if not pipelines:
+        if require_pipeline:
+            raise DefinitionError(
+                f"{cls.__qualname__} has no pipeline to take events from: declare one as a class "
+                f"attribute ('events: MyPipeline'), or start it with "
+                f"Gru.start_orchestration(MyPipeline, {cls.__name__})"
+            )
+        return WorkflowSpec(cls, types[0], types[1], steps, None, None)
+    attribute, pipeline = pipelines[0]
+    check_event_types(pipeline, cls, types[0])
+    return WorkflowSpec(cls, types[0], types[1], steps, attribute, pipeline)
+
+
+def check_event_types(pipeline: type[Pipeline[Any]], minion: type[Any], event_type: Any) -> None:
+    """Raise a ``DefinitionError`` unless ``pipeline``'s events are ``minion``'s event type."""
+    produced = pipeline.event_type()
+    if produced == event_type or (
+        isinstance(produced, type)
+        and isinstance(event_type, type)
+        and issubclass(produced, event_type)
+    ):
+        return
+    raise DefinitionError(
+        f"event-type mismatch: {pipeline.__qualname__} produces {_type_name(produced)} but "
+        f"{minion.__qualname__} handles {_type_name(event_type)}; pair the minion with a "
+        f"pipeline of {_type_name(event_type)} (or of a subclass of it)"
+    )
+
+
+def _type_name(tp: Any) -> str:
+    return str(getattr(tp, "__qualname__", tp))
+
+
+def bound_orchestration(cls: type[Any]) -> Orchestration | None:
+    found = cls.__dict__.get(_ORCHESTRATION_ATTRIBUTE)
+    return found if isinstance(found, Orchestration) else None
+
+
+class WorkflowRunner:
+    """Runs the workflows of one incarnation of a workflow minion (see the module docstring)."""
+
+    def __init__(
+        self,
+        minion: WorkflowSteps[Any, Any],
+        spec: WorkflowSpec,
+        store: WorkflowStore,
+        pipeline: Pipeline[Any],
+        orchestration: Orchestration,
+    ) -> None:
+        cls = type(minion)
+        self._minion = minion
+        self._spec = spec
+        self._store = store
+        self._pipeline = pipeline
+        self._orchestration = orchestration
+        self._name = component_name(cls)  # type: ignore[arg-type]
+        self._codec: CheckpointCodec[Any, Any] = checkpoint_codec(
+            spec.event_type, spec.context_type
+        )
+        self._steps: tuple[Callable[[], Awaitable[Any]], ...] = tuple(
+            getattr(minion, name) for name in spec.steps
+        )
+        self._policy: PersistencePolicy = (
+            cls.persistence_policy or store.services.persistence_policy
+        )
+        self._limit = cls.max_in_flight
+        self._grace = float(cls.stop_grace)
+        self._counters: WorkflowCounters = store.counters(orchestration.id)
+        self._labels = {"orchestration": orchestration.id}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._room = asyncio.Event()
+        self._closing = False
+        self._context = contextvars.copy_context()
+
+    @classmethod
+    def for_minion(cls, minion: WorkflowSteps[Any, Any]) -> WorkflowRunner:
+        """Build the runner of ``minion`` from its class and injected dependencies."""
+        mcls = type(minion)
+        orchestration = bound_orchestration(mcls)
+        spec = workflow_spec(mcls)
+        store = minion.__dict__.get("workflow_store")
+        pipeline = minion.__dict__.get(spec.pipeline_attribute or "")
+        if not isinstance(store, WorkflowStore) or not isinstance(pipeline, Pipeline):
+            raise DefinitionError(
+                f"{mcls.__qualname__} runs without its WorkflowStore or pipeline instance (is it "
+                "isolated? isolated workflow minions are not supported yet); run it in-process"
+            )
+        if orchestration is None:
+            orchestration = Orchestration(
+                id=orchestration_id(
+                    identity_of(mcls),
+                    identity_of(type(pipeline)),
+                    config_identity(_attribute_config(minion)),
+                ),
+                minion_identity=identity_of(mcls),
+            )
+        return cls(minion, spec, store, pipeline, orchestration)
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkflowRunner {self._name} orchestration={self._orchestration.id} "
+            f"{len(self._tasks)} in flight>"
+        )
+
+    # -- the minion's life ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._context = contextvars.copy_context()
+        checkpoints = await self._load()
+        try:
+            for checkpoint in checkpoints:
+                if not await self._admit():
+                    return
+                self._spawn(checkpoint.workflow_id, checkpoint.event, checkpoint.context,
+                            checkpoint.next_step_index, resumed=True)  # fmt: skip
+            self._pipeline.subscribe(self)
+            await asyncio.Event().wait()  # until the runtime cancels the minion
+        finally:
+            self._pipeline.unsubscribe(self)
+            await self._wind_down()
+
+    async def _load(self) -> list[Checkpoint[Any, Any]]:
+        rows = await self._store.load(self._orchestration.id)
+        checkpoints: list[Checkpoint[Any, Any]] = []
+        for row in rows:
+            try:
+                checkpoint = self._codec.decode(row.context, workflow_id=row.workflow_id)
+            except CorruptCheckpoint as exc:
+                self._counters.add("corrupt_skipped")
+                self._store.services.logger.log(
+                    logging.ERROR,
+                    "workflow.checkpoint_corrupt",
+                    orchestration=self._orchestration.id,
+                    workflow=row.workflow_id,
+                    reason=str(exc),
+                )
+                continue
+            check_step_index(checkpoint.workflow_id, checkpoint.next_step_index, self._spec)
+            checkpoints.append(checkpoint)
+        return checkpoints
+
+    async def deliver(self, event: Any) -> None:
+        """Start a workflow for ``event`` (called by the pipeline; waits for room)."""
+        if await self._admit():
+            self._spawn(uuid.uuid4().hex, event, self._spec.context_type(), 0, resumed=False)
+
+    async def _admit(self) -> bool:
+        while len(self._tasks) >= self._limit and not self._closing:
+            self._room.clear()
+            await self._room.wait()
+        return not self._closing
+
+    def _spawn(
+        self, workflow_id: str, event: Any, context: Any, start: int, *, resumed: bool
+    ) -> None:
+        workflow = ActiveWorkflow(
+            owner=self._minion,
+            event=event,
+            context=context,
+            handle=WorkflowHandle(self._orchestration.id, workflow_id),
+        )
+        task = asyncio.get_running_loop().create_task(
+            self._run_workflow(workflow, start, resumed),
+            name=f"minions:workflow:{workflow_id}",
+            context=self._context.copy(),
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._room.set()
+
+    async def _wind_down(self) -> None:
+        self._closing = True
+        self._room.set()
+        if self._tasks and self._grace > 0:
+            await asyncio.wait(set(self._tasks), timeout=self._grace)
+        running = set(self._tasks)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+
+    # -- one workflow --------------------------------------------------------------------------
+
+    async def _run_workflow(self, workflow: ActiveWorkflow, start: int, resumed: bool) -> None:
+        current_workflow.set(workflow)
+        counters = self._counters
+        workflow_id = workflow.handle.workflow_id
+        counters.add("resumed" if resumed else "started")
+        counters.add("in_flight")
+        logger = self._store.services.logger
+        metrics = self._store.services.metrics
+        metrics.inc(
+            "minions_workflows_resumed_total" if resumed else "minions_workflows_started_total",
+            labels=self._labels,
+        )
+        if resumed:
+            logger.log(logging.INFO, "workflow.resumed", minion=self._name,
+                       workflow=workflow_id, step=self._spec.steps[start])  # fmt: skip
+        outcome = "succeeded"
+        index = start
+        try:
+            while index < len(self._steps):
+                if index != start or not resumed:
+                    await self._checkpoint(workflow, index)
+                await self._steps[index]()
+                index += 1
+        except AbortWorkflow:
+            outcome = "aborted"
+            logger.log(logging.INFO, "workflow.aborted", minion=self._name,
+                       workflow=workflow_id, step=self._spec.steps[index])  # fmt: skip
+        except asyncio.CancelledError:
+            # Interrupted by a stop: the checkpoint stays, the workflow resumes at this step.
+            counters.add("in_flight", -1)
+            counters.add("interrupted")
+            metrics.inc("minions_workflows_interrupted_total", labels=self._labels)
+            raise
+        except Exception as exc:
+            outcome = "failed"
+            logger.log(
+                logging.ERROR,
+                "workflow.failed",
+                minion=self._name,
+                workflow=workflow_id,
+                step=self._spec.steps[index],
+                reason=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
+        else:
+            logger.log(logging.DEBUG, "workflow.succeeded", minion=self._name,
+                       workflow=workflow_id)  # fmt: skip
+        try:
+            await self._store.delete(workflow_id, self._orchestration.id, self._policy)
+        finally:
+            # Counted once the checkpoint is gone (or its delete is under way, if cancelled).
+            counters.add("in_flight", -1)
+            counters.add(outcome)
+            metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
+
+    async def _checkpoint(self, workflow: ActiveWorkflow, index: int) -> None:
+        try:
+            blob = self._codec.encode(
+                Checkpoint(
+                    orchestration_id=self._orchestration.id,
+                    workflow_id=workflow.handle.workflow_id,
+                    minion=self._orchestration.minion_identity,
+                    event=workflow.event,
+                    context=workflow.context,
+                    next_step_index=index,
+                )
+            )
+        except CheckpointEncodeError as exc:
+            self._counters.add("checkpoint_failures")
+            if self._policy == "idle-until-persisted":
+                raise PersistenceError(
+                    f"{exc} (not retried: the same data would fail again)"
+                ) from exc
+            self._store.services.logger.log(
+                logging.WARNING,
+                "workflow.checkpoint_failed",
+                minion=self._name,
+                workflow=workflow.handle.workflow_id,
+                reason=str(exc),
+                policy=self._policy,
+            )
+            return
+        await self._store.save(
+            workflow.handle.workflow_id, self._orchestration.id, blob, self._policy, self._counters
+        )
+
+
+def check_step_index(workflow_id: str, index: int, spec: WorkflowSpec) -> None:
+    """Raise ``IncompatibleCheckpoint`` for a checkpoint past the minion's last step."""
+    if 0 <= index < len(spec.steps):
+        return
+    raise IncompatibleCheckpoint(
+        f"the checkpoint of workflow {workflow_id} resumes at step {index + 1}, but "
+        f"{spec.minion.__qualname__} has {len(spec.steps)} steps now: its steps changed since "
+        "the checkpoint was saved. Drain the workflows with the old code first (run it until "
+        "they finish), then start the new code"
+    )
+
+
+def _attribute_config(minion: object) -> object:
+    config_type, via = declared_config(type(minion))  # type: ignore[arg-type]
+    if config_type is None:
+        return None
+    if via == "attribute":
+        return minion.__dict__.get("config", getattr(type(minion), "config", None))
+    return getattr(minion, "config", None)

@@ -1,0 +1,13 @@
+"""Extension points of the workflow layer: implement one and pass it to ``Gru.create``.
+
+* :class:`StateStore` — where checkpoints live (four async methods; writes durable on return);
+* :class:`Logger` — ``log(level, event, **fields)``, synchronous;
+* :class:`Metrics` — ``inc``, ``set``, ``observe``, synchronous, Prometheus-style names.
+"""
+
+from ._state_store import StateStore as StateStore
+from ._state_store import StoredContext as StoredContext
+from ._telemetry import Logger as Logger
+from ._telemetry import Metrics as Metrics
+
+__all__ = ["Logger", "Metrics", "StateStore", "StoredContext"]
