@@ -2,6 +2,10 @@
 
 Write :class:`Resource` and :class:`Minion` classes; :func:`run` wires them by type annotation,
 starts them in dependency order, supervises and restarts them, and stops them cleanly.
+
+Durable workflows: a :class:`Pipeline` produces events, a ``Minion[Event, Context]`` with
+``@minion_step`` methods runs a checkpointed workflow per event, and :class:`Gru` orchestrates
+them (or pass the minion to :func:`run` with its pipeline declared as a class attribute).
 """
 
 from ._component import ComponentState as ComponentState
@@ -17,19 +21,26 @@ from ._errors import MinionsError as MinionsError
 from ._errors import RuntimeStateError as RuntimeStateError
 from ._errors import StartupError as StartupError
 from ._errors import UnknownComponentError as UnknownComponentError
+from ._gru import Gru as Gru
 from ._identity import minion_id as minion_id
 from ._identity import pipeline_id as pipeline_id
 from ._identity import resource_id as resource_id
+from ._pipeline import Pipeline as Pipeline
 from ._policy import Backoff as Backoff
 from ._policy import ComponentOptions as ComponentOptions
 from ._policy import Intensity as Intensity
 from ._run import run as run
 from ._runtime import Runtime as Runtime
 from ._status import ComponentStatus as ComponentStatus
+from ._steps import AbortWorkflow as AbortWorkflow
+from ._steps import minion_step as minion_step
+from ._workflow_store import WorkflowStore as WorkflowStore
+from ._workflow_store import WorkflowStoreConfig as WorkflowStoreConfig
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AbortWorkflow",
     "Backoff",
     "ComponentOptions",
     "ComponentOptionsError",
@@ -39,16 +50,21 @@ __all__ = [
     "DefinitionError",
     "DependencyCycleError",
     "DependencyError",
+    "Gru",
     "IdentityConflictError",
     "Intensity",
     "Minion",
     "MinionsError",
+    "Pipeline",
     "Resource",
     "Runtime",
     "RuntimeStateError",
     "StartupError",
     "UnknownComponentError",
+    "WorkflowStore",
+    "WorkflowStoreConfig",
     "minion_id",
+    "minion_step",
     "pipeline_id",
     "resource_id",
     "run",
