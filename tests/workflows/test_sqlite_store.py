@@ -593,7 +593,7 @@ async def test_close_commits_pending_writes_and_refuses_new_ones(db: Path) -> No
     assert len(raw_rows(db)) == 50
 
 
-async def test_close_fails_pending_writes_that_cannot_commit(db: Path) -> None:
+async def test_close_fails_pending_writes_that_cannot_commit(db: Path, open_fds: None) -> None:
     """If the queued writes cannot be committed at close, each caller gets the error: nothing is
     dropped silently, and close still finishes and joins the thread."""
     store = SQLiteStateStore(db, busy_timeout=0.2)
@@ -621,8 +621,9 @@ async def test_close_fails_pending_writes_that_cannot_commit(db: Path) -> None:
     assert raw_rows(db) == []
 
 
-async def test_close_is_idempotent_and_joins_the_thread(db: Path) -> None:
-    """aclose, shutdown and close can be called repeatedly; the writer thread is gone after."""
+async def test_close_is_idempotent_and_joins_the_thread(db: Path, open_fds: None) -> None:
+    """aclose, shutdown and close can be called repeatedly; the writer thread and the file's
+    descriptors are gone after."""
     store = SQLiteStateStore(db)
     with anyio.fail_after(10):
         await store.save_context("wf", "orch", b"x")
