@@ -165,6 +165,8 @@ def wire_default(value: Any) -> Any:
         return str(value)
     if isinstance(value, set | frozenset):
         return list(value)
+    if isinstance(value, int):
+        raise OverflowError(f"integer {value} does not fit in 64 bits")
     raise TypeError(f"cannot send object of type {type(value).__name__}")
 
 
