@@ -10,19 +10,32 @@ from ._errors import IsolationError as IsolationError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
 from ._errors import SerializationError as SerializationError
+from ._exit import ChildExit as ChildExit
 from ._interface import RemoteMethod as RemoteMethod
 from ._interface import remote_interface as remote_interface
+from ._limits import Isolation as Isolation
+from ._process import ChildProcess as ChildProcess
+from ._process import ChildState as ChildState
 from ._protocol import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
 from ._rpc import Peer as Peer
 from ._rpc import PeerState as PeerState
 from ._rpc import PeerStatistics as PeerStatistics
+from ._spec import ChildSpec as ChildSpec
+from ._spec import reference as reference
+from ._spec import resolve as resolve
 from ._stream import DEFAULT_STREAM_CREDIT as DEFAULT_STREAM_CREDIT
+from ._zygote import Zygote as Zygote
 
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_STREAM_CREDIT",
+    "ChildExit",
+    "ChildProcess",
+    "ChildSpec",
     "ChildStartError",
+    "ChildState",
     "ComponentCrashed",
+    "Isolation",
     "IsolationError",
     "Peer",
     "PeerState",
@@ -31,5 +44,8 @@ __all__ = [
     "RemoteError",
     "RemoteMethod",
     "SerializationError",
+    "Zygote",
+    "reference",
     "remote_interface",
+    "resolve",
 ]

@@ -2,8 +2,10 @@
 
 Both ends use ``CONTROL_SOCKET_TYPE`` (the parent binds, the child connects) and carry a wire
 layer ``Peer``. The component the child builds is served under the name ``COMPONENT``; the
-parent's services under their own names. Errors cross as data (``error_to_data``) and become a
-``RemoteError`` on the parent's side (``error_from_data``).
+parent's services under their own names. Neither side offers the lifecycle hooks (``LIFECYCLE``)
+across the boundary: only the runtime starts and stops a component, never a dependent's call.
+Errors cross as data (``error_to_data``) and become a ``RemoteError`` on the parent's side
+(``error_from_data``).
 """
 
 from __future__ import annotations
@@ -13,12 +15,13 @@ from typing import Any
 
 import zmq
 
-from ._errors import RemoteError
+from ._errors import RemoteError, remote_error
 
-__all__ = ["COMPONENT", "CONTROL_SOCKET_TYPE", "error_from_data", "error_to_data"]
+__all__ = ["COMPONENT", "CONTROL_SOCKET_TYPE", "LIFECYCLE", "error_from_data", "error_to_data"]
 
 COMPONENT = "component"
 CONTROL_SOCKET_TYPE = zmq.PAIR
+LIFECYCLE = frozenset({"startup", "run", "shutdown"})
 
 
 def error_to_data(exc: BaseException) -> dict[str, Any]:
@@ -30,6 +33,12 @@ def error_to_data(exc: BaseException) -> dict[str, Any]:
     }
 
 
-def error_from_data(data: dict[str, Any], component: str) -> RemoteError:
-    """The parent-side ``RemoteError`` for an error the child sent as data."""
-    return RemoteError(str(data.get("type")), str(data.get("message")), str(data.get("traceback")))
+def error_from_data(data: dict[str, Any], component: str, method: str) -> RemoteError:
+    """The parent-side ``RemoteError`` for an error the child's ``method`` sent as data."""
+    return remote_error(
+        remote_type=str(data.get("type")),
+        remote_message=str(data.get("message")),
+        remote_traceback=str(data.get("traceback")),
+        component=component,
+        method=method,
+    )

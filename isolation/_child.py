@@ -35,33 +35,63 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, error_to_data
+from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, LIFECYCLE, error_to_data
 from ._errors import ProtocolError
 from ._limits import apply_cpu_limit, apply_memory_limit
 from ._logs import forward_logs
 from ._rpc import Peer
-from ._spec import resolve
+from ._spec import reference, resolve
 
-__all__ = ["main"]
+__all__ = ["main", "prepare"]
 
 #: How long the final report may take to leave before the child exits anyway.
 _FLUSH_MILLISECONDS = 2000
 
+#: The event loop, ZeroMQ context and channel socket made ahead of time (see ``prepare``).
+_warm: tuple[asyncio.AbstractEventLoop, zmq.asyncio.Context, zmq.asyncio.Socket] | None = None
+
+
+def prepare() -> None:
+    """Make the event loop, ZeroMQ context and socket now, before there is a job (in a spare).
+
+    In a fresh fork, creating them costs several times the fork itself — the first socket
+    starts the context's I/O thread, and every page first written is copied — so a spare pays
+    that while nobody is waiting.
+    """
+    global _warm
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(asyncio.sleep(0))
+    context = zmq.asyncio.Context()
+    socket = context.socket(CONTROL_SOCKET_TYPE)
+    socket.setsockopt(zmq.LINGER, _FLUSH_MILLISECONDS)
+    _warm = (loop, context, socket)
+
 
 def main(config: Mapping[str, Any]) -> int:
     """Entry point of an isolated child (run by the zygote in a fresh fork); the exit code."""
+    global _warm
     limits = config["limits"]
     if limits.get("cpu_seconds") is not None:
         apply_cpu_limit(limits["cpu_seconds"])
-    return asyncio.run(_main(config))
-
-
-async def _main(config: Mapping[str, Any]) -> int:
-    return await _Child(config).run()
+    if _warm is None:
+        prepare()
+    assert _warm is not None
+    loop, context, socket = _warm
+    _warm = None
+    with asyncio.Runner(loop_factory=lambda: loop) as runner:
+        return runner.run(_Child(config, context, socket, runner.get_loop()).run())
 
 
 class _Child:
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        context: zmq.asyncio.Context,
+        socket: zmq.asyncio.Socket,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self._context = context
+        self._socket = socket
         self._component: str = config["component"]
         self._endpoint: str = config["endpoint"]
         self._token: str = config["token"]
@@ -69,16 +99,16 @@ class _Child:
         self._interval: float = self._limits["heartbeat_interval"]
         self._timeout: float = self._limits["heartbeat_timeout"]
         self._max_frame: int | None = config.get("max_frame_bytes")
-        loop = asyncio.get_running_loop()
         self._init: asyncio.Future[Mapping[str, Any]] = loop.create_future()
+        if config.get("init") is not None:
+            # Small enough to come with the job: no round trip to the parent before building.
+            self._init.set_result(config["init"])
         self._stop = asyncio.Event()
         self._last_parent_beat = loop.time()
         self._peer: Peer | None = None
 
     async def run(self) -> int:
-        context = zmq.asyncio.Context()
-        socket = context.socket(CONTROL_SOCKET_TYPE)
-        socket.setsockopt(zmq.LINGER, _FLUSH_MILLISECONDS)
+        context, socket = self._context, self._socket
         try:
             socket.connect(self._endpoint)
             kwargs = {} if self._max_frame is None else {"max_frame_bytes": self._max_frame}
@@ -115,14 +145,14 @@ class _Child:
             if not isinstance(exc, Exception):
                 raise
             return
-        peer.send_control("ready")
+        peer.send_control("ready", {"classes": _references(type(obj))})
         reason, error = await self._run(obj)
         await self._shutdown(obj)
         peer.send_control("exited", {"reason": reason, "error": error})
 
     async def _build(self, peer: Peer, init: Mapping[str, Any]) -> object:
         proxies = {
-            name: peer.proxy(name, resolve(class_name, what=f"service {name!r}"))
+            name: peer.proxy(name, resolve(class_name, what=f"service {name!r}"), exclude=LIFECYCLE)
             for name, class_name in init["services"].items()
         }
         factory = resolve(init["factory"], what=f"factory of {self._component}")
@@ -130,7 +160,7 @@ class _Child:
         startup = getattr(obj, "startup", None)
         if startup is not None:
             await startup()
-        peer.serve(COMPONENT, obj, type(obj))
+        peer.serve(COMPONENT, obj, type(obj), exclude=LIFECYCLE)
         return obj
 
     async def _run(self, obj: object) -> tuple[str, Any]:
@@ -203,6 +233,14 @@ class _Child:
                 self._stop.set()
                 if not self._init.done():
                     self._init.cancel()
+
+
+def _references(cls: type) -> list[str]:
+    """Names of the component's class, for the zygote to prepare (see ``Zygote.warm``)."""
+    try:
+        return [reference(cls)]
+    except ValueError:
+        return []
 
 
 async def _first(

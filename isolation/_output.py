@@ -14,11 +14,14 @@ import asyncio
 import contextlib
 import os
 import sys
+from collections import deque
 from collections.abc import Callable
 
 __all__ = ["MAX_LINE_BYTES", "OutputPump", "default_output_sink"]
 
 MAX_LINE_BYTES = 64 * 1024
+#: Lines kept for ``tail``: enough for a traceback's end.
+TAIL_LINES = 30
 _READ_BYTES = 64 * 1024
 
 OutputSink = Callable[[str, str, str], None]
@@ -38,6 +41,7 @@ class OutputPump:
         self._stream = stream
         self._sink = sink
         self._buffer = bytearray()
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)  # the last lines, for error messages
         self._loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
         os.set_blocking(fd, False)
@@ -98,6 +102,7 @@ class OutputPump:
 
     def _deliver(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace").removesuffix("\r")
+        self.tail.append(line)
         try:
             self._sink(self._component, self._stream, line)
         except Exception as exc:

@@ -32,9 +32,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+import msgpack  # type: ignore[import-untyped]  # ships no type information
 import zmq
 
-from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, error_from_data
+from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, LIFECYCLE, error_from_data
 from ._errors import ChildStartError, ComponentCrashed, ProtocolError
 from ._exit import ChildExit, describe_status
 from ._logs import default_log_sink
@@ -55,6 +56,8 @@ _REPORT_GRACE_SECONDS = 1.0
 _STATUS_GRACE_SECONDS = 2.0
 #: How long output may keep flowing after a death (a grandchild may hold the pipe open).
 _OUTPUT_GRACE_SECONDS = 0.5
+#: Largest init (factory, services, payload) sent along with the job instead of after hello.
+_INLINE_INIT_BYTES = 32 * 1024
 #: Upper bound on the wait between SIGTERM and SIGKILL when a stop is escalated.
 _TERM_GRACE_SECONDS = 1.0
 
@@ -63,6 +66,8 @@ OutputSink = Callable[[str, str, str], None]
 
 
 class ChildState(enum.Enum):
+    """Where a ChildProcess is in its life (drawn in the module docstring)."""
+
     STARTING = "starting"
     RUNNING = "running"
     STOPPING = "stopping"
@@ -91,7 +96,8 @@ async def launch(
         ) from exc
     token = secrets.token_urlsafe(24)
     limits = spec.isolation
-    config = {
+    init = {"factory": spec.factory, "services": dict(spec.services), "payload": spec.payload}
+    config: dict[str, Any] = {
         "component": spec.component,
         "endpoint": f"ipc://{path}",
         "token": token,
@@ -101,6 +107,7 @@ async def launch(
             "heartbeat_interval": limits.heartbeat_interval,
             "heartbeat_timeout": limits.heartbeat_timeout,
         },
+        "init": init if _fits_inline(spec, init) else None,
     }
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
@@ -121,8 +128,21 @@ async def launch(
         OutputPump(err_read, spec.component, "stderr", sink),
     ]
     child = ChildProcess(zygote, spec, forked, socket, path, token, pumps, on_log)
+    child._init = None if config["init"] is not None else init
     await child._start(services, service_classes)
     return child
+
+
+def _fits_inline(spec: ChildSpec, init: dict[str, Any]) -> bool:
+    """Whether ``init`` may travel with the job (else it is sent on the channel after hello)."""
+    try:
+        size = len(msgpack.packb(init))
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise ChildStartError(
+            f"cannot start {spec.component}: its payload is not msgpack data ({exc}); "
+            "pass plain data (dicts, lists, strings, numbers) as the payload"
+        ) from exc
+    return size <= _INLINE_INIT_BYTES
 
 
 def _service_classes(spec: ChildSpec, services: Mapping[str, object]) -> dict[str, type]:
@@ -176,6 +196,7 @@ class ChildProcess:
         self._failure: ChildStartError | None = None
         self._verdict: ChildExit | None = None
         self._hello = False
+        self._init: dict[str, Any] | None = None  # sent after hello when too big to go inline
         self._last_beat = loop.time()
         self._services: Mapping[str, object] = {}
         self._service_classes: Mapping[str, type] = {}
@@ -194,7 +215,7 @@ class ChildProcess:
 
     def proxy(self, cls: type) -> Any:
         """A proxy to the component the child built, with the methods of ``cls``."""
-        return self._peer.proxy(COMPONENT, cls)
+        return self._peer.proxy(COMPONENT, cls, exclude=LIFECYCLE)
 
     async def wait(self) -> ChildExit:
         """Wait for the child to end, for whatever reason, and say how it ended."""
@@ -252,6 +273,9 @@ class ChildProcess:
             self._on_hello(body)
         elif kind == "ready" and self._hello and not self._ready.done():
             self._ready.set_result(None)
+            classes = body.get("classes") if isinstance(body, dict) else None
+            if isinstance(classes, list):
+                self._zygote.warm([*classes, *self.spec.services.values()])
         elif kind == "failed" and self._hello and not self._ready.done():
             self._on_failed(body)
         elif kind == "exited" and self._hello and isinstance(body, dict) and self._report is None:
@@ -268,15 +292,9 @@ class ChildProcess:
         self._hello = True
         for name, obj in self._services.items():
             if name in self._service_classes:
-                self._peer.serve(name, obj, self._service_classes[name])
-        self._peer.send_control(
-            "init",
-            {
-                "factory": self.spec.factory,
-                "services": dict(self.spec.services),
-                "payload": self.spec.payload,
-            },
-        )
+                self._peer.serve(name, obj, self._service_classes[name], exclude=LIFECYCLE)
+        if self._init is not None:
+            self._peer.send_control("init", self._init)
         self._spawn_task(self._send_heartbeats())
 
     def _on_failed(self, body: Any) -> None:
@@ -285,10 +303,9 @@ class ChildProcess:
             reason = self._limits.memory_cause()
         else:
             reason = f"{data.get('type', 'error')}: {data.get('message', '')}"
-        remote = data.get("traceback")
-        self._failure = ChildStartError(
-            f"{self.component} failed to start: {reason}", remote_traceback=remote
-        )
+        self._failure = ChildStartError(f"{self.component} failed to start: {reason}")
+        if data.get("traceback"):
+            self._failure.add_note(f"Remote traceback ({self.component}):\n{data['traceback']}")
         self._report = {"reason": "failed", "cause": f"failed to start: {reason}"}
         self._reported.set()
         self._ready.set_exception(self._failure)
@@ -383,10 +400,13 @@ class ChildProcess:
                 await asyncio.wait_for(self._reported.wait(), _REPORT_GRACE_SECONDS)
         ended = self._describe(status)
         self._state = ChildState.EXITED
+        await asyncio.gather(*(pump.drained(_OUTPUT_GRACE_SECONDS) for pump in self._pumps))
         if not self._ready.done():
-            self._ready.set_exception(
-                ChildStartError(f"{self.component} {ended.cause} before it was ready")
-            )
+            error = ChildStartError(f"{self.component} {ended.cause} before it was ready")
+            stderr = "\n".join(self._pumps[1].tail)
+            if stderr:
+                error.add_note(f"Last lines on its stderr:\n{stderr}")
+            self._ready.set_exception(error)
         self._peer.fail_pending(ComponentCrashed(f"{self.component} {ended.cause}"))
         for task in self._tasks:
             task.cancel()
@@ -395,7 +415,6 @@ class ChildProcess:
             await self._peer.aclose()
         self._socket.close()
         _unlink(self._path)
-        await asyncio.gather(*(pump.drained(_OUTPUT_GRACE_SECONDS) for pump in self._pumps))
         os.close(self._pidfd)
         self._zygote.forget(self)
         self._exit.set_result(ended)
@@ -416,7 +435,7 @@ class ChildProcess:
             if reason == "stopped":
                 return ChildExit("stopped", "stopped on request", code, signum)
             if reason in ("raised", "memory") and isinstance(error, dict):
-                remote = error_from_data(error, self.component)
+                remote = error_from_data(error, self.component, "run")
                 if reason == "memory":
                     return ChildExit("memory", self._limits.memory_cause(), code, signum, remote)
                 cause = f"run() raised {error.get('type')}: {error.get('message')}"
