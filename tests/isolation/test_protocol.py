@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import msgpack
+import msgpack  # type: ignore[import-untyped]  # ships no type information
 import pytest
 
 from isolation import DEFAULT_MAX_FRAME_BYTES, ProtocolError
