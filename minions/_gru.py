@@ -120,6 +120,19 @@ class _Entry:
     bound: type[Minion[Any, Any]]
 
 
+@dataclass(frozen=True)
+class _Parts:
+    """What ``Gru.create`` assembles for the new Gru."""
+
+    runtime: Runtime
+    state_store: StateStore
+    logger: Logger
+    metrics: Metrics
+    persistence_policy: PersistencePolicy
+    clock: Clock
+    rng: random.Random
+
+
 class _Refused(Exception):
     def __init__(self, result: StartResult) -> None:
         self.result = result
@@ -133,21 +146,18 @@ class Gru:
 
     _creating: ClassVar[bool] = False
 
-    def __init__(
-        self,
-        *,
-        runtime: Runtime,
-        state_store: StateStore,
-        logger: Logger,
-        metrics: Metrics,
-        persistence_policy: PersistencePolicy,
-        clock: Clock,
-        rng: random.Random,
-    ) -> None:
-        if not Gru._creating:
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        parts = kwargs.get("parts")
+        if not Gru._creating or args or not isinstance(parts, _Parts):
             raise RuntimeStateError(
                 "Gru is not created directly: use 'gru = await Gru.create(...)' inside a coroutine"
             )
+        runtime, state_store, logger, metrics = (
+            parts.runtime,
+            parts.state_store,
+            parts.logger,
+            parts.metrics,
+        )
         self._runtime = runtime
         self._state_store = state_store
         self._logger = logger
@@ -164,9 +174,9 @@ class Gru:
             owns_store=False,
             logger=logger,
             metrics=metrics,
-            persistence_policy=persistence_policy,
-            clock=clock,
-            rng=rng,
+            persistence_policy=parts.persistence_policy,
+            clock=parts.clock,
+            rng=parts.rng,
         )
         self._services = services
         self._store_binding = types.new_class(
@@ -217,13 +227,15 @@ class Gru:
         cls._creating = True
         try:
             gru = cls(
-                runtime=Runtime(project_dir=directory, clock=clock, rng=rng),
-                state_store=store,
-                logger=chosen_logger,
-                metrics=chosen_metrics,
-                persistence_policy=persistence_policy,
-                clock=clock or MonotonicClock(),
-                rng=rng or random.Random(),
+                parts=_Parts(
+                    runtime=Runtime(project_dir=directory, clock=clock, rng=rng),
+                    state_store=store,
+                    logger=chosen_logger,
+                    metrics=chosen_metrics,
+                    persistence_policy=persistence_policy,
+                    clock=clock or MonotonicClock(),
+                    rng=rng or random.Random(),
+                )
             )
         finally:
             cls._creating = False

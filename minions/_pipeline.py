@@ -15,7 +15,8 @@ is the produce loop::
 * The loop yields to the event loop on every pass, so a ``produce_event`` that never awaits
   anything cannot starve the rest of the program.
 * Nothing is produced while nobody subscribes: events are not buffered, and a pipeline that
-  starts before its minions loses none of them.
+  starts before its minions loses none of them. An event produced while the last subscriber
+  left (a minion restarting) is held for the next subscriber.
 * ``produce_event`` raising is logged and counted, and the loop goes on after a short delay
   that grows while it keeps failing (capped at one second), so a broken source cannot flood
   the log. An event of the wrong type is logged, counted and dropped.
@@ -179,6 +180,10 @@ class Pipeline(Resource, Generic[EventT]):
                 )
             else:
                 fanout.produced += 1
+                if not fanout.subscribers:
+                    # The last subscriber left while this event was being produced (a minion
+                    # restarting): hold it for the next one rather than drop it.
+                    await fanout.has_subscribers.wait()
                 for subscriber in tuple(fanout.subscribers):
                     await subscriber.deliver(event)
                     fanout.delivered += 1
