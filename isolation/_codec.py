@@ -216,6 +216,8 @@ class MethodCodec:
         # Calls with only positional arguments, all required ones present, skip binding.
         self._fast_min = required if simple else -1
         self._fast_max = len(self._positional)
+        self._encoders = [codec.encode for _, codec in self._positional]
+        self._decoders = [codec.decode for _, codec in self._positional]
 
     def _slot(self, name: str, annotation: Any) -> ValueCodec:
         try:
@@ -238,7 +240,14 @@ class MethodCodec:
         self, args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> tuple[list[Any], dict[str, Any]]:
         """Encode a call's arguments; TypeError for a bad call, SerializationError for a value."""
-        if kwargs or not self._fast_min <= len(args) <= self._fast_max:
+        if not kwargs and self._fast_min <= len(args) <= self._fast_max:
+            try:
+                return [
+                    encode(value) for encode, value in zip(self._encoders, args, strict=False)
+                ], {}
+            except ValueError:
+                pass  # the path below encodes again and names the parameter
+        else:
             bound = self.signature.bind(None, *args, **kwargs)  # TypeError names the problem
             args, kwargs = bound.args[1:], bound.kwargs
         out_args = [self._encode(index, None, value) for index, value in enumerate(args)]
@@ -258,6 +267,13 @@ class MethodCodec:
         self, args: list[Any], kwargs: dict[str, Any]
     ) -> tuple[list[Any], dict[str, Any]]:
         """Validate and rebuild arguments on arrival; SerializationError names the parameter."""
+        if not kwargs and len(args) <= self._fast_max:
+            try:
+                return [
+                    decode(value) for decode, value in zip(self._decoders, args, strict=False)
+                ], {}
+            except ValueError:
+                pass  # the path below validates again and names the parameter
         out_args = [self._decode(index, None, value) for index, value in enumerate(args)]
         out_kwargs = {name: self._decode(None, name, value) for name, value in kwargs.items()}
         return out_args, out_kwargs

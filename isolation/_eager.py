@@ -28,7 +28,9 @@ def start_task(loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, T]) ->
     """Create a task for ``coro`` and, when possible, run its first step before returning."""
     if sys.version_info >= (3, 12):  # pragma: no cover - exercised on newer Pythons only
         return asyncio.Task(coro, loop=loop, eager_start=True)  # type: ignore[call-arg,unused-ignore]
-    task = loop.create_task(coro)
+    # asyncio.Task directly, not loop.create_task: same task, without the wrapper's overhead
+    # (no task factory is consulted; the Peer does not need one).
+    task = asyncio.Task(coro, loop=loop)
     if asyncio.current_task(loop) is not None:
         return task  # a step cannot run inside another task's step
     ready = getattr(loop, "_ready", None)

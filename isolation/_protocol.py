@@ -250,9 +250,80 @@ def decode_frame(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -
             f"received a frame holding {_describe(messages)}, expected a non-empty array of "
             "messages; is something else writing to this socket?"
         )
+    fast = _FAST_CHECKS
     for message in messages:
-        check_message(message)
+        # The fast path accepts the common well-formed message in a few type checks; anything
+        # it does not accept goes to check_message, which decides and names the problem.
+        if not (
+            type(message) is list
+            and len(message) >= 3
+            and message[0] == VERSION
+            and type(message[0]) is int
+            and type(message[2]) is int
+            and 0 <= message[2] <= _MAX_ID
+            and type(message[1]) is int
+            and fast.get(message[1], _reject)(message)
+        ):
+            check_message(message)
     return messages
+
+
+def _reject(message: list[Any]) -> bool:
+    return False
+
+
+def _ok_call(m: list[Any]) -> bool:
+    return (
+        len(m) == 7
+        and type(m[3]) is str
+        and type(m[4]) is str
+        and type(m[5]) is list
+        and type(m[6]) is dict
+    )
+
+
+def _ok_value(m: list[Any]) -> bool:
+    return len(m) == 4
+
+
+def _ok_error(m: list[Any]) -> bool:
+    return (
+        len(m) == 7
+        and type(m[3]) is str
+        and type(m[4]) is str
+        and type(m[5]) is str
+        and type(m[6]) is int
+    )
+
+
+def _ok_bare(m: list[Any]) -> bool:
+    return len(m) == 3
+
+
+def _ok_open(m: list[Any]) -> bool:
+    return _ok_call(m[:7]) and len(m) == 8 and _is_credit(m[7])
+
+
+def _ok_credit(m: list[Any]) -> bool:
+    return len(m) == 4 and _is_positive(m[3])
+
+
+def _ok_control(m: list[Any]) -> bool:
+    return len(m) == 5 and type(m[3]) is str
+
+
+_FAST_CHECKS: Final[dict[int, Callable[[list[Any]], bool]]] = {
+    Kind.CALL: _ok_call,
+    Kind.RESULT: _ok_value,
+    Kind.ERROR: _ok_error,
+    Kind.CANCEL: _ok_bare,
+    Kind.STREAM_OPEN: _ok_open,
+    Kind.STREAM_ITEM: _ok_value,
+    Kind.STREAM_END: _ok_bare,
+    Kind.STREAM_ERROR: _ok_error,
+    Kind.CREDIT: _ok_credit,
+    Kind.CONTROL: _ok_control,
+}
 
 
 def check_message(message: Any) -> None:
