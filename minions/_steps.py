@@ -91,6 +91,8 @@ class ActiveWorkflow:
     event: Any
     context: Any
     handle: WorkflowHandle
+    #: Whether the workflow gave up its place among the minion's workflows in flight.
+    released: bool = False
 
 
 current_workflow: contextvars.ContextVar[ActiveWorkflow] = contextvars.ContextVar(

@@ -35,7 +35,7 @@ import contextvars
 import hashlib
 import json
 import logging
-import uuid
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -219,7 +219,13 @@ class WorkflowRunner:
         self._counters: WorkflowCounters = store.counters(orchestration.id)
         self._labels = {"orchestration": orchestration.id}
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Workflows whose steps are running or due; a finished one deleting its checkpoint
+        #: no longer counts, so the next event overlaps that delete.
+        self._running = 0
         self._room = asyncio.Event()
+        # Workflow ids: 128 random bits from a generator seeded by the OS, without a system
+        # call per workflow.
+        self._ids = random.Random()
         self._closing = False
         self._context = contextvars.copy_context()
 
@@ -250,7 +256,7 @@ class WorkflowRunner:
     def __repr__(self) -> str:
         return (
             f"<WorkflowRunner {self._name} orchestration={self._orchestration.id} "
-            f"{len(self._tasks)} in flight>"
+            f"{self._running} in flight>"
         )
 
     # -- the minion's life ---------------------------------------------------------------------
@@ -293,10 +299,11 @@ class WorkflowRunner:
     async def deliver(self, event: Any) -> None:
         """Start a workflow for ``event`` (called by the pipeline; waits for room)."""
         if await self._admit():
-            self._spawn(uuid.uuid4().hex, event, self._spec.context_type(), 0, resumed=False)
+            workflow_id = f"{self._ids.getrandbits(128):032x}"
+            self._spawn(workflow_id, event, self._spec.context_type(), 0, resumed=False)
 
     async def _admit(self) -> bool:
-        while len(self._tasks) >= self._limit and not self._closing:
+        while self._running >= self._limit and not self._closing:
             self._room.clear()
             await self._room.wait()
         return not self._closing
@@ -310,16 +317,28 @@ class WorkflowRunner:
             context=context,
             handle=WorkflowHandle(self._orchestration.id, workflow_id),
         )
+        # Deletes of finished workflows go first, to share this workflow's first commit.
+        self._store.flush_deletes()
         task = asyncio.get_running_loop().create_task(
             self._run_workflow(workflow, start, resumed),
             name=f"minions:workflow:{workflow_id}",
             context=self._context.copy(),
         )
+        self._running += 1
+        self._counters.add("in_flight")
         self._tasks.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(lambda done: self._finished(done, workflow))
 
-    def _finished(self, task: asyncio.Task[None]) -> None:
+    def _finished(self, task: asyncio.Task[None], workflow: ActiveWorkflow) -> None:
         self._tasks.discard(task)
+        self._release(workflow)  # if it ended before releasing (cancelled, or never started)
+
+    def _release(self, workflow: ActiveWorkflow) -> None:
+        if workflow.released:
+            return
+        workflow.released = True
+        self._running -= 1
+        self._counters.add("in_flight", -1)
         self._room.set()
 
     async def _wind_down(self) -> None:
@@ -337,20 +356,38 @@ class WorkflowRunner:
 
     async def _run_workflow(self, workflow: ActiveWorkflow, start: int, resumed: bool) -> None:
         current_workflow.set(workflow)
-        counters = self._counters
-        workflow_id = workflow.handle.workflow_id
-        counters.add("resumed" if resumed else "started")
-        counters.add("in_flight")
-        logger = self._store.services.logger
         metrics = self._store.services.metrics
+        self._counters.add("resumed" if resumed else "started")
         metrics.inc(
             "minions_workflows_resumed_total" if resumed else "minions_workflows_started_total",
             labels=self._labels,
         )
+        try:
+            outcome = await self._run_steps(workflow, start, resumed)
+        except asyncio.CancelledError:
+            # Interrupted by a stop: the checkpoint stays, the workflow resumes at this step.
+            self._counters.add("interrupted")
+            metrics.inc("minions_workflows_interrupted_total", labels=self._labels)
+            raise
+        # Its steps are done: the next event may start while this checkpoint is deleted, so
+        # the delete shares a commit with that workflow's first checkpoint.
+        self._release(workflow)
+        try:
+            await self._store.delete(
+                workflow.handle.workflow_id, self._orchestration.id, self._policy
+            )
+        finally:
+            # Counted once the checkpoint is gone (or its delete is under way, if cancelled).
+            self._counters.add(outcome)
+            metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
+
+    async def _run_steps(self, workflow: ActiveWorkflow, start: int, resumed: bool) -> str:
+        """Run the steps from ``start``, a checkpoint before each; return the outcome."""
+        logger = self._store.services.logger
+        workflow_id = workflow.handle.workflow_id
         if resumed:
             logger.log(logging.INFO, "workflow.resumed", minion=self._name,
                        workflow=workflow_id, step=self._spec.steps[start])  # fmt: skip
-        outcome = "succeeded"
         index = start
         try:
             while index < len(self._steps):
@@ -359,17 +396,10 @@ class WorkflowRunner:
                 await self._steps[index]()
                 index += 1
         except AbortWorkflow:
-            outcome = "aborted"
             logger.log(logging.INFO, "workflow.aborted", minion=self._name,
                        workflow=workflow_id, step=self._spec.steps[index])  # fmt: skip
-        except asyncio.CancelledError:
-            # Interrupted by a stop: the checkpoint stays, the workflow resumes at this step.
-            counters.add("in_flight", -1)
-            counters.add("interrupted")
-            metrics.inc("minions_workflows_interrupted_total", labels=self._labels)
-            raise
+            return "aborted"
         except Exception as exc:
-            outcome = "failed"
             logger.log(
                 logging.ERROR,
                 "workflow.failed",
@@ -379,16 +409,9 @@ class WorkflowRunner:
                 reason=f"{type(exc).__name__}: {exc}",
                 exc_info=exc,
             )
-        else:
-            logger.log(logging.DEBUG, "workflow.succeeded", minion=self._name,
-                       workflow=workflow_id)  # fmt: skip
-        try:
-            await self._store.delete(workflow_id, self._orchestration.id, self._policy)
-        finally:
-            # Counted once the checkpoint is gone (or its delete is under way, if cancelled).
-            counters.add("in_flight", -1)
-            counters.add(outcome)
-            metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
+            return "failed"
+        logger.log(logging.DEBUG, "workflow.succeeded", minion=self._name, workflow=workflow_id)
+        return "succeeded"
 
     async def _checkpoint(self, workflow: ActiveWorkflow, index: int) -> None:
         try:

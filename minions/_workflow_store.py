@@ -59,6 +59,11 @@ __all__ = [
 
 #: Retry delays under ``idle-until-persisted``: 50 ms doubling to 5 s, +-20 %.
 RETRY_BACKOFF = Backoff(initial=0.05, factor=2.0, cap=5.0, jitter=0.2)
+#: How long a finished workflow's delete may wait for the next workflow to start, so that both
+#: go to the store together and a batching store commits them at once.
+DELETE_LINGER = 0.002
+
+_Deferred = tuple[str, str, PersistencePolicy, "asyncio.Future[None]"]
 
 
 class PersistenceError(MinionsError):
@@ -193,6 +198,9 @@ class WorkflowStore(Resource):
             )
         self.services = services
         self._pending_deletes: dict[str, None] = {}
+        self._deferred: list[_Deferred] = []
+        self._linger: asyncio.TimerHandle | None = None
+        self._flushing: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"<WorkflowStore {self.services.state_store!r}>"
@@ -215,6 +223,9 @@ class WorkflowStore(Resource):
             await self.services.state_store.startup()
 
     async def shutdown(self) -> None:
+        self.flush_deletes()
+        if self._flushing:
+            await asyncio.gather(*self._flushing, return_exceptions=True)
         if self.services.owns_store:
             await self.services.state_store.shutdown()
 
@@ -300,7 +311,59 @@ class WorkflowStore(Resource):
     async def delete(
         self, workflow_id: str, orchestration_id: str, policy: PersistencePolicy
     ) -> None:
-        """Delete a finished workflow's checkpoint under ``policy``."""
+        """Delete a finished workflow's checkpoint under ``policy``.
+
+        The delete waits until the next workflow starts (:meth:`flush_deletes`) or
+        ``DELETE_LINGER`` passes, then goes to the store beside that workflow's first checkpoint:
+        at one workflow in flight that is one commit per workflow saved. A crash meanwhile only
+        means the finished workflow runs its last step again (at least once).
+        """
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._deferred.append((workflow_id, orchestration_id, policy, done))
+        if self._linger is None:
+            self._linger = loop.call_later(DELETE_LINGER, self.flush_deletes)
+        # Shielded: a workflow cancelled while waiting does not withdraw its delete.
+        await asyncio.shield(done)
+
+    def flush_deletes(self) -> None:
+        """Send the deferred deletes to the store now (a workflow is about to save)."""
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        if not self._deferred:
+            return
+        batch, self._deferred = self._deferred, []
+        task = asyncio.get_running_loop().create_task(
+            self._delete_batch(batch), name="minions:workflow-deletes"
+        )
+        self._flushing.add(task)
+        task.add_done_callback(self._flushing.discard)
+
+    async def _delete_batch(self, batch: list[_Deferred]) -> None:
+        if len(batch) == 1:
+            # Awaited directly, the delete reaches the store in this task's first step, before
+            # the workflow that triggered the flush saves.
+            await self._settle_delete(*batch[0])
+        else:
+            await asyncio.gather(*(self._settle_delete(*item) for item in batch))
+
+    async def _settle_delete(
+        self,
+        workflow_id: str,
+        orchestration_id: str,
+        policy: PersistencePolicy,
+        done: asyncio.Future[None],
+    ) -> None:
+        try:
+            await self._delete_now(workflow_id, orchestration_id, policy)
+        finally:
+            if not done.done():
+                done.set_result(None)  # failures are logged and kept pending, not raised
+
+    async def _delete_now(
+        self, workflow_id: str, orchestration_id: str, policy: PersistencePolicy
+    ) -> None:
         services = self.services
         attempt = 0
         while True:
