@@ -317,7 +317,7 @@ class WorkflowRunner:
             context=context,
             handle=WorkflowHandle(self._orchestration.id, workflow_id),
         )
-        # Deletes of finished workflows go first, to share this workflow's first commit.
+        # A deferred delete of a finished workflow goes first, to share this one's first commit.
         self._store.flush_deletes()
         task = asyncio.get_running_loop().create_task(
             self._run_workflow(workflow, start, resumed),
@@ -369,12 +369,16 @@ class WorkflowRunner:
             self._counters.add("interrupted")
             metrics.inc("minions_workflows_interrupted_total", labels=self._labels)
             raise
-        # Its steps are done: the next event may start while this checkpoint is deleted, so
-        # the delete shares a commit with that workflow's first checkpoint.
+        # Its steps are done: the next event may start while this checkpoint is deleted. With
+        # other workflows in flight the delete joins their group commit; alone, it waits to
+        # share the next workflow's first commit.
         self._release(workflow)
         try:
             await self._store.delete(
-                workflow.handle.workflow_id, self._orchestration.id, self._policy
+                workflow.handle.workflow_id,
+                self._orchestration.id,
+                self._policy,
+                defer=self._running == 0,
             )
         finally:
             # Counted once the checkpoint is gone (or its delete is under way, if cancelled).

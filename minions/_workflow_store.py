@@ -309,15 +309,24 @@ class WorkflowStore(Resource):
         return False
 
     async def delete(
-        self, workflow_id: str, orchestration_id: str, policy: PersistencePolicy
+        self,
+        workflow_id: str,
+        orchestration_id: str,
+        policy: PersistencePolicy,
+        *,
+        defer: bool = False,
     ) -> None:
         """Delete a finished workflow's checkpoint under ``policy``.
 
-        The delete waits until the next workflow starts (:meth:`flush_deletes`) or
-        ``DELETE_LINGER`` passes, then goes to the store beside that workflow's first checkpoint:
-        at one workflow in flight that is one commit per workflow saved. A crash meanwhile only
-        means the finished workflow runs its last step again (at least once).
+        With ``defer`` (its minion has nothing else in flight, so no other write would share
+        the commit) the delete waits until the next workflow starts (:meth:`flush_deletes`) or
+        ``DELETE_LINGER`` passes, then goes to the store beside that workflow's first
+        checkpoint: one commit per workflow saved. A crash meanwhile only means the finished
+        workflow runs its last step again (at least once).
         """
+        if not defer:
+            await self._delete_now(workflow_id, orchestration_id, policy)
+            return
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         self._deferred.append((workflow_id, orchestration_id, policy, done))
