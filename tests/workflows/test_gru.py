@@ -7,6 +7,7 @@ shuts it down in a fixture, so the one-Gru-per-process rule holds between tests.
 
 import asyncio
 import logging
+import shutil
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from minions import (
 from minions._checkpoint import Checkpoint, checkpoint_codec, read_header
 from minions._identity import identity_of
 from minions._workflow import orchestration_id
+from minions.exceptions import StateStoreError
 from minions.implementations import (
     InMemoryStateStore,
     PrometheusMetrics,
@@ -641,6 +643,46 @@ async def test_shutdown_is_final_idempotent_and_shared(tmp_path: Path) -> None:
     assert not stop.success
     assert (await gru.runtime_state_snapshot()).is_empty
     assert gru.workflow_statistics(result.orchestration_id or "").interrupted == 1
+    store = gru.state_store
+    assert isinstance(store, InMemoryStateStore)
+    (kept,) = store.contexts.values()  # the interrupted workflow keeps its checkpoint
+    assert read_header(kept.context).next_step_index == 0
+
+
+async def test_a_store_that_cannot_open_fails_create_and_leaves_no_gru(tmp_path: Path) -> None:
+    """Gru.create raises the store's error when the store cannot start; no Gru is left."""
+    (tmp_path / "not-a-dir").write_text("")
+    broken = SQLiteStateStore(tmp_path / "not-a-dir" / "state.sqlite3")
+    with pytest.raises(StateStoreError, match="cannot be created or written"):
+        await Gru.create(state_store=broken, logger=None, metrics=None, project_dir=tmp_path)
+    gru = await Gru.create(state_store=None, logger=None, metrics=None, project_dir=tmp_path)
+    await gru.shutdown()
+
+
+async def test_a_copied_project_folder_resumes_its_workflows(tmp_path: Path) -> None:
+    """Orchestration ids come from identities, not places or processes: a project folder copied
+    elsewhere, with its .minions state, resumes the workflows saved in it."""
+    first_dir, copy_dir = tmp_path / "here", tmp_path / "there"
+    first_dir.mkdir()
+    gru = await Gru.create(logger=None, metrics=None, project_dir=first_dir)
+    try:
+        started = await gru.start_orchestration(Ticks, Hold)
+        await ticks(1)
+        await reached("a:1")
+    finally:
+        await gru.shutdown()
+    shutil.copytree(first_dir, copy_dir)
+    shutil.rmtree(first_dir)
+    board.release_all.set()
+    gru = await Gru.create(logger=None, metrics=None, project_dir=copy_dir)
+    try:
+        again = await gru.start_orchestration(Ticks, Hold)
+        assert again.orchestration_id == started.orchestration_id
+        stats = await wait_for(gru, again.orchestration_id or "", lambda s: s.succeeded == 1)
+        assert stats.resumed == 1
+    finally:
+        await gru.shutdown()
+    assert board.log == [("a", 1), ("a", 1), ("b", 1)]
 
 
 class Counting(Resource):
