@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from minions import Gru, Minion, Pipeline, minion_step
+from minions._logging import configure_logging
 from minions.implementations import SQLiteStateStore
 
 HERE = Path(__file__).resolve().parent
@@ -162,6 +163,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="runs per level (median)")
     parser.add_argument("--no-peer", action="store_true", help="measure Minions only")
     args = parser.parse_args()
+    configure_logging(project_dir=None, level="warning")  # lifecycle lines would bury the table
     floor = commit_floor()
     ours = run_ours(args.levels, args.seconds, args.warmup, args.repeat)
     peer: dict[int, float] = {}

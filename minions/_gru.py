@@ -30,6 +30,7 @@ different ids they overlap (the runtime applies structural changes one at a time
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import importlib
 import json
@@ -244,6 +245,8 @@ class Gru:
             await store.startup()
         except BaseException:
             _current = None
+            with contextlib.suppress(Exception):
+                await store.shutdown()  # release what the failed start opened (threads, files)
             raise
         if isinstance(chosen_metrics, PrometheusMetrics):
             problem = chosen_metrics.serve()

@@ -163,7 +163,12 @@ def workflow_spec(cls: type[Any], *, require_pipeline: bool = True) -> WorkflowS
 
 
 def check_event_types(pipeline: type[Pipeline[Any]], minion: type[Any], event_type: Any) -> None:
-    """Raise a ``DefinitionError`` unless ``pipeline``'s events are ``minion``'s event type."""
+    """Raise a ``DefinitionError`` unless ``pipeline`` produces ``minion``'s event type."""
+    if pipeline.produce_event is Pipeline.produce_event:
+        raise DefinitionError(
+            f"{pipeline.__qualname__} does not implement produce_event(); define "
+            "'async def produce_event(self) -> MyEvent'"
+        )
     produced = pipeline.event_type()
     if produced == event_type or (
         isinstance(produced, type)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+
 import pytest
 
 
@@ -9,3 +12,12 @@ import pytest
 def anyio_backend() -> str:
     """Minions runs on asyncio, so the workflow tests do too."""
     return "asyncio"
+
+
+@pytest.fixture
+def no_store_threads() -> Iterator[None]:
+    """Fail the test if it leaves an SQLite state store's writer thread running (a store
+    that was not shut down)."""
+    yield
+    leftover = [t.name for t in threading.enumerate() if t.name.startswith("minions-state-store")]
+    assert leftover == [], f"state store threads left running: {leftover}"

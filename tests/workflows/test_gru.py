@@ -39,7 +39,7 @@ from minions.implementations import (
 )
 from minions.types import ShutdownResult, StartResult, StopResult, WorkflowStatistics
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_store_threads")]
 
 LIMIT = 10.0
 
@@ -134,6 +134,10 @@ class Ticks(Pipeline[Tick]):
 class Words(Pipeline[OtherEvent]):
     async def produce_event(self) -> OtherEvent:
         return OtherEvent((await board.events.get()).n)
+
+
+class Silent(Pipeline[Tick]):
+    """Forgot produce_event."""
 
 
 class BrokenPipeline(Pipeline[Tick]):
@@ -340,6 +344,7 @@ async def test_start_stop_and_restart_an_orchestration(gru: Gru) -> None:
     ("pipeline", "minion", "reason"),
     [
         (Words, Quick, "event-type mismatch"),
+        (Silent, Quick, "does not implement produce_event()"),
         (Ticks, Plain, "is not a workflow minion"),
         (Quick, Quick, "must be a subclass of minions.Pipeline"),
         ("tests.workflows.no_such_module", Quick, "cannot import the pipeline module"),

@@ -41,7 +41,7 @@ from minions.exceptions import PersistenceError, StateStoreCorrupt
 from minions.implementations import InMemoryStateStore, NoOpLogger, SQLiteStateStore
 from minions.testing import FakeClock
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_store_threads")]
 
 LIMIT = 10.0
 
