@@ -30,9 +30,10 @@ from minions import (
     Runtime,
     RuntimeStateError,
     WorkflowStore,
+    minion_id,
     minion_step,
 )
-from minions._checkpoint import read_header
+from minions._checkpoint import Checkpoint, checkpoint_codec, read_header
 from minions._identity import identity_of
 from minions._steps import step_names
 from minions._workflow import config_identity, orchestration_id
@@ -331,6 +332,21 @@ class Replacer(Minion[Ev, Ctx]):
     @minion_step
     async def hold(self) -> None:
         await board.arrive(f"hold:{self.event.n}")
+
+
+@dataclass
+class NewCtx:
+    seen: int = 0
+    extra: str = ""
+
+
+@minion_id("evolving")
+class EvolvingNew(Minion[Ev, NewCtx], restart="temporary"):
+    feed: Feed
+
+    @minion_step
+    async def step(self) -> None:
+        board.log.append(("new", self.event.n))
 
 
 class NoPipeline(Minion[Ev, Ctx], restart="temporary"):
@@ -877,6 +893,25 @@ async def test_a_workflow_minion_without_a_pipeline_fails_with_a_clear_error(
         status = rt.status()["NoPipeline"]
         assert status.state is ComponentState.STOPPED and status.crashes == 1
         assert "has no pipeline to take events from" in (status.last_error or "")
+
+
+async def test_run_form_refuses_checkpoints_of_changed_types_saying_drain_first(
+    tmp_path: Path,
+) -> None:
+    """Under run(...), a workflow minion whose saved checkpoints have another context type stops
+    with an error that says to drain first, and leaves them in the store."""
+    store = InMemoryStateStore()
+    workflow = orchestration_id("evolving", identity_of(Feed), "")
+    blob = checkpoint_codec(Ev, Ctx).encode(Checkpoint(workflow, "wf", "evolving", Ev(1), Ctx()))
+    await store.save_context("wf", workflow, blob)
+    store_cls, _ = binding(store)
+    async with Runtime(project_dir=tmp_path) as rt:
+        await rt.start(EvolvingNew, store_cls)
+        with anyio.fail_after(LIMIT):
+            await rt.wait()
+        status = rt.status()["EvolvingNew"]
+    assert status.crashes == 1 and "Drain the workflows" in (status.last_error or "")
+    assert list(store.contexts) == ["wf"] and board.log == []
 
 
 async def test_run_form_defaults_to_sqlite_in_the_project_folder(
