@@ -220,7 +220,9 @@ class WorkflowRunner:
             cls.persistence_policy or store.services.persistence_policy
         )
         self._limit = cls.max_in_flight
-        self._grace = float(cls.stop_grace)
+        # The host waits stop_timeout for run() to end once cancelled; the grace must fit in it.
+        stop_timeout = cls.__minions_options__.stop_timeout or 5.0  # type: ignore[attr-defined]
+        self._grace = min(float(cls.stop_grace), stop_timeout / 2)
         self._counters: WorkflowCounters = store.counters(orchestration.id)
         self._labels = {"orchestration": orchestration.id}
         self._tasks: set[asyncio.Task[None]] = set()
