@@ -574,6 +574,10 @@ class Gru:
         """The subclass of the user's minion that this orchestration runs (module docstring)."""
         known = self._bound.get(plan.id)
         if known is not None:
+            # The runtime keeps the class of a stopped orchestration, so a restart reuses it;
+            # the config file may have changed since (the id names the file, not its content).
+            if plan.config_type is not None:
+                known.config = plan.config  # type: ignore[attr-defined]
             return known
         minion, pipeline = plan.minion, plan.pipeline
         annotations: dict[str, Any] = {

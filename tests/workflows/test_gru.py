@@ -448,6 +448,23 @@ async def test_config_objects_and_files_reach_the_minion_and_its_id(
     assert not same.success and same.orchestration_id == inline.orchestration_id
 
 
+async def test_a_restart_reads_the_config_file_again(gru: Gru, tmp_path: Path) -> None:
+    """The file is the config's identity: after an edit, restarting the orchestration keeps
+    its id (and its saved workflows) and runs with the new values."""
+    config = tmp_path / "settings.toml"
+    config.write_text('factor = 2\nlabel = "before"\n')
+    first = await gru.start_orchestration(Ticks, Configured, minion_config_path=config)
+    await ticks(1)
+    await wait_for(gru, first.orchestration_id or "", lambda s: s.succeeded == 1)
+    assert (await gru.stop_orchestration(first.orchestration_id or "")).success
+    config.write_text('factor = 3\nlabel = "after"\n')
+    again = await gru.start_orchestration(Ticks, Configured, minion_config_path="settings.toml")
+    assert again.orchestration_id == first.orchestration_id
+    await ticks(1)
+    await wait_for(gru, first.orchestration_id or "", lambda s: s.succeeded == 2)
+    assert board.log == [("before", 2), ("after", 3)]
+
+
 async def test_a_minions_own_load_config_reads_the_file(gru: Gru, tmp_path: Path) -> None:
     """A minion that defines 'async def load_config(self, path)' loads its config itself."""
     (tmp_path / "custom.cfg").write_text("anything")
