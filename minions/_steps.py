@@ -22,6 +22,10 @@ One instance of the minion runs many workflows at once, so ``self.event``, ``sel
 ``self.workflow_handle`` are not instance attributes: they read the workflow of the running task
 from a context variable. On a plain minion (no steps) the same names are ordinary attributes.
 
+A class with steps also gets a ``workflow_store: WorkflowStore`` class annotation (unless it
+declares one), so the dependency graph starts and shares the runtime's checkpoint store like any
+resource. Class attributes tune it: ``max_in_flight``, ``persistence_policy``, ``stop_grace``.
+
 Definition problems are :class:`~minions.DefinitionError`\\ s raised by the ``class`` statement
 itself: missing or unstructured event and context types, a context that cannot be built without
 arguments, types the checkpoint codec cannot encode, a step that is not an ``async def`` instance
@@ -216,7 +220,7 @@ def _check_context_defaults(owner: str, ctx: type) -> None:
         )
 
 
-def _check_definition(cls: type[WorkflowSteps[Any, Any]], steps: tuple[str, ...]) -> None:
+def _check_definition(cls: type[WorkflowSteps[Any, Any]]) -> None:
     owner = cls.__qualname__
     types = workflow_types(cls)
     if types is None:
@@ -298,7 +302,7 @@ class WorkflowSteps(Generic[EventT, ContextT]):
         steps = _discover_steps(cls)
         cls.__minions_steps__ = steps  # type: ignore[attr-defined]
         if steps:
-            _check_definition(cls, steps)
+            _check_definition(cls)
             _inject_store_dependency(cls)
 
     @property
