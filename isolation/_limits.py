@@ -111,3 +111,5 @@ def apply_cpu_limit(cpu_seconds: float) -> None:
     if current_hard != resource.RLIM_INFINITY:
         soft, hard = min(soft, current_hard), min(hard, current_hard)
     resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    # SIGXCPU's default action dumps core; an expected limit kill should not fill the disk.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, resource.getrlimit(resource.RLIMIT_CORE)[1]))

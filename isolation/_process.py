@@ -84,6 +84,8 @@ async def launch(
 ) -> ChildProcess:
     """Fork a child for ``spec`` through ``zygote`` and return it once it is READY."""
     service_classes = _service_classes(spec, services)
+    init = {"factory": spec.factory, "services": dict(spec.services), "payload": spec.payload}
+    inline = _fits_inline(spec, init)
     path = zygote.socket_path(zygote.next_socket_name())
     socket = zygote.zmq_context().socket(CONTROL_SOCKET_TYPE)
     socket.setsockopt(zmq.LINGER, 0)
@@ -96,7 +98,6 @@ async def launch(
         ) from exc
     token = secrets.token_urlsafe(24)
     limits = spec.isolation
-    init = {"factory": spec.factory, "services": dict(spec.services), "payload": spec.payload}
     config: dict[str, Any] = {
         "component": spec.component,
         "endpoint": f"ipc://{path}",
@@ -107,7 +108,7 @@ async def launch(
             "heartbeat_interval": limits.heartbeat_interval,
             "heartbeat_timeout": limits.heartbeat_timeout,
         },
-        "init": init if _fits_inline(spec, init) else None,
+        "init": init if inline else None,
     }
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
@@ -128,8 +129,7 @@ async def launch(
         OutputPump(err_read, spec.component, "stderr", sink),
     ]
     child = ChildProcess(zygote, spec, forked, socket, path, token, pumps, on_log)
-    child._init = None if config["init"] is not None else init
-    await child._start(services, service_classes)
+    await child._start(services, service_classes, None if inline else init)
     return child
 
 
@@ -203,6 +203,7 @@ class ChildProcess:
         self._tasks: set[asyncio.Task[None]] = set()
         self._peer = Peer(socket, component=spec.component, on_control=self._on_control)
         loop.add_reader(self._pidfd, self._on_death)
+        zygote.adopt(self)
         self._spawn_task(self._receive())
         self._finisher = loop.create_task(self._finish())
 
@@ -240,9 +241,15 @@ class ChildProcess:
 
     # -- start ------------------------------------------------------------------------------
 
-    async def _start(self, services: Mapping[str, object], classes: Mapping[str, type]) -> None:
+    async def _start(
+        self,
+        services: Mapping[str, object],
+        classes: Mapping[str, type],
+        init: dict[str, Any] | None,
+    ) -> None:
         self._services = services
         self._service_classes = classes
+        self._init = init
         timeout = self._limits.start_timeout
         try:
             await asyncio.wait_for(asyncio.shield(self._ready), timeout)

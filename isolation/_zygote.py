@@ -167,9 +167,7 @@ class Zygote:
         from ._process import launch
 
         self._check_open(spec.component)
-        child = await launch(self, spec, services, on_log=on_log, on_output=on_output)
-        self._children.add(child)
-        return child
+        return await launch(self, spec, services, on_log=on_log, on_output=on_output)
 
     async def aclose(self) -> None:
         """Kill and reap every child, then the zygote; remove the private directory."""
@@ -187,7 +185,7 @@ class Zygote:
             self._detach()
             self._channel.close()
             if self._zmq is not None:
-                self._zmq.term()
+                self._zmq.destroy(linger=0)  # closes any socket a failed start left open
             shutil.rmtree(self.private_dir, ignore_errors=True)
 
     def warm(self, classes: Sequence[str]) -> None:
@@ -205,6 +203,10 @@ class Zygote:
             self._send({"op": "warm", "classes": fresh})
 
     # -- used by ChildProcess -------------------------------------------------------------
+
+    def adopt(self, child: ChildProcess) -> None:
+        """Track a child from its fork on, so that ``aclose`` also ends one still starting."""
+        self._children.add(child)
 
     def forget(self, child: ChildProcess) -> None:
         self._children.discard(child)

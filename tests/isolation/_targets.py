@@ -20,6 +20,8 @@ from typing import Any
 import structlog
 import zmq
 
+from isolation import DEFAULT_MAX_FRAME_BYTES
+
 #: The pid of the process that imported this module; in a child it is the test runner's pid,
 #: which shows that the child inherited the module instead of importing it again.
 LOADED_IN_PID = os.getpid()
@@ -144,7 +146,7 @@ def _crash(kind: str) -> None:
     elif kind == "garbage":
         _channel_socket().send(b"\xc1 this is not a frame")
     elif kind == "oversized":
-        _channel_socket().send(b"x" * (64 * 1024 * 1024 + 1))
+        _channel_socket().send(b"x" * (DEFAULT_MAX_FRAME_BYTES + 1))
     else:
         raise AssertionError(f"unknown crash kind {kind!r}")
 
@@ -176,6 +178,7 @@ class SlowStartup:
         pass
 
     async def startup(self) -> None:
+        print("starting up slowly")
         await asyncio.Event().wait()
 
 

@@ -19,7 +19,7 @@ import psutil
 import pytest
 
 from isolation import ChildExit, ChildSpec, ChildStartError, Isolation, Zygote
-from tests.isolation._targets import Chatty, Counter, Echo
+from tests.isolation._targets import Chatty, Counter, Echo, Graceful
 
 pytestmark = pytest.mark.anyio
 
@@ -138,6 +138,46 @@ async def test_missing_service_object_is_a_clear_error(zygote: Zygote) -> None:
     )
     with pytest.raises(ChildStartError, match="no object given for service"):
         await zygote.spawn(child_spec, {})
+
+
+async def test_payload_that_is_not_msgpack_is_a_clear_error(zygote: Zygote) -> None:
+    """A payload msgpack cannot carry is refused before forking, saying what to send instead."""
+    with pytest.raises(ChildStartError, match="payload is not msgpack data"):
+        await zygote.spawn(spec("Echo", payload=object()), {})
+    assert not zygote._children
+
+
+async def test_large_payload_travels_on_the_channel(zygote: Zygote) -> None:
+    """A payload too big to travel with the fork request reaches the factory all the same."""
+    payload = {"blob": "x" * 200_000}
+    with anyio.fail_after(10):
+        child = await zygote.spawn(spec("Echo", payload=payload), {})
+        assert await child.proxy(Echo).payload() == payload
+        await child.stop()
+
+
+async def test_lifecycle_hooks_are_not_reachable_through_the_proxy(zygote: Zygote) -> None:
+    """A dependent holding the proxy cannot call run(), startup() or shutdown() remotely."""
+    with anyio.fail_after(10):
+        child = await zygote.spawn(spec("Graceful"), {}, on_output=lambda *line: None)
+        proxy = child.proxy(Graceful)
+        for hook in ("run", "startup", "shutdown"):
+            with pytest.raises(AttributeError):
+                getattr(proxy, hook)
+        await child.stop()
+
+
+async def test_aclose_during_spawn_fails_the_spawn(zygote: Zygote) -> None:
+    """Closing the zygote while a child is still starting ends it; spawn() says why."""
+    starting = asyncio.Event()
+    with anyio.fail_after(10):
+        spawning = asyncio.ensure_future(
+            zygote.spawn(spec("SlowStartup"), {}, on_output=lambda *line: starting.set())
+        )
+        await starting.wait()
+        await zygote.aclose()
+        with pytest.raises(ChildStartError, match="before it was ready"):
+            await spawning
 
 
 async def test_stop_escalates_to_sigkill(zygote: Zygote) -> None:
@@ -277,6 +317,48 @@ async def _exited(pidfd: int) -> None:
         await exited
     finally:
         loop.remove_reader(pidfd)
+
+
+SILENT_PARENT_SCRIPT = """\
+import asyncio, sys
+from pathlib import Path
+from isolation import ChildSpec, Isolation, Zygote
+
+zygote = Zygote.start(run_dir=Path(sys.argv[1]))
+
+async def main():
+    limits = Isolation(heartbeat_interval=0.1, heartbeat_timeout=0.5)
+    spec = ChildSpec("Graceful", "tests.isolation._targets:Graceful", isolation=limits)
+    children = [await zygote.spawn(spec, {}) for _ in range(2)]
+    print(*(child.pid for child in children), flush=True)
+    await asyncio.Event().wait()
+
+asyncio.run(main())
+"""
+
+
+async def test_children_of_a_frozen_parent_stop(tmp_path: Path) -> None:
+    """A parent that is alive but silent (SIGSTOP) loses its children after heartbeat_timeout."""
+    script = _write_script(tmp_path / "parent.py", SILENT_PARENT_SCRIPT)
+    parent = await _start_python(script, str(tmp_path / "run"))
+    pidfds: dict[int, int] = {}
+    try:
+        assert parent.stdout is not None
+        with anyio.fail_after(20):
+            line = await parent.stdout.readline()
+        pids = [int(word) for word in line.split()]
+        assert len(pids) == 2, line
+        pidfds = {pid: os.pidfd_open(pid) for pid in pids}
+        parent.send_signal(signal.SIGSTOP)
+        with anyio.fail_after(5):
+            await asyncio.gather(*(_exited(pidfd) for pidfd in pidfds.values()))
+    finally:
+        parent.kill()
+        await parent.communicate()
+        for pidfd in pidfds.values():
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(pidfd, signal.SIGKILL)  # only if the test failed
+            os.close(pidfd)
 
 
 ONE_FILE_SCRIPT = """\
