@@ -10,8 +10,10 @@ N workflows in flight (N = 1, 16, 256). Both runtimes checkpoint to SQLite:
   ``benchmarks/peer/run_peer.py`` in its own venv (see that file for how it is driven and why;
   note its store returns before a row is written and runs ``synchronous=NORMAL``).
 
-Each level runs in a fresh temporary directory, ``--warmup`` seconds unmeasured, then counts the
-workflows that finish in a ``--seconds`` window; the median of ``--repeat`` runs is reported.
+Each run uses a fresh temporary directory (and, for the peer, a fresh process), runs ``--warmup``
+seconds unmeasured, then counts the workflows that finish in a ``--seconds`` window. Minions and
+the peer alternate run by run, so load from elsewhere on the machine hits both alike; the median
+of ``--repeat`` runs per level is reported.
 Prints a table with the ratio per level, and the machine's durable-commit floor for context.
 
 Run: ``python benchmarks/bench_workflows.py [--seconds 3] [--repeat 3] [--levels 1 16 256]``
@@ -103,19 +105,10 @@ async def measure_ours(in_flight: int, seconds: float, warmup: float) -> dict[st
     }
 
 
-def run_ours(levels: list[int], seconds: float, warmup: float, repeat: int) -> dict[int, float]:
-    rates: dict[int, float] = {}
-    for level in levels:
-        runs = [asyncio.run(measure_ours(level, seconds, warmup)) for _ in range(repeat)]
-        rates[level] = statistics.median(run["workflows_per_s"] for run in runs)
-    return rates
-
-
-def run_peer(
-    levels: list[int], seconds: float, warmup: float, repeat: int
-) -> tuple[dict[int, float], str]:
+def run_peer(level: int, seconds: float, warmup: float) -> tuple[float | None, str]:
+    """One peer run at ``level`` in flight (its harness, in its venv); the rate and a label."""
     if not PEER_PYTHON.exists():
-        return {}, f"peer not set up: run {HERE / 'peer' / 'setup_peer.sh'} first"
+        return None, f"peer not set up: run {HERE / 'peer' / 'setup_peer.sh'} first"
     command = [
         str(PEER_PYTHON),
         str(HERE / "peer" / "run_peer.py"),
@@ -124,16 +117,39 @@ def run_peer(
         "--warmup",
         str(warmup),
         "--repeat",
-        str(repeat),
+        "1",
         "--levels",
-        *map(str, levels),
+        str(level),
     ]
-    timeout = len(levels) * repeat * (seconds + warmup + 60)
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=seconds + warmup + 120, check=False
+    )
     if done.returncode != 0:
-        return {}, f"peer run failed ({done.returncode}): {done.stderr[-2000:]}"
+        return None, f"peer run failed ({done.returncode}): {done.stderr[-2000:]}"
     report = json.loads(done.stdout)
-    return {r["in_flight"]: float(r["workflows_per_s"]) for r in report["results"]}, report["peer"]
+    return float(report["results"][0]["workflows_per_s"]), str(report["peer"])
+
+
+def measure(
+    levels: list[int], seconds: float, warmup: float, repeat: int, peer: bool
+) -> tuple[dict[int, float], dict[int, float], str]:
+    """Medians per level. Minions and the peer alternate, level by level and round by round,
+    so a change of machine load mid-run touches both sides alike."""
+    ours: dict[int, list[float]] = {level: [] for level in levels}
+    theirs: dict[int, list[float]] = {level: [] for level in levels}
+    label = "peer skipped (--no-peer)"
+    for _ in range(repeat):
+        for level in levels:
+            ours[level].append(asyncio.run(measure_ours(level, seconds, warmup))["workflows_per_s"])
+            if peer:
+                rate, label = run_peer(level, seconds, warmup)
+                if rate is not None:
+                    theirs[level].append(rate)
+    return (
+        {level: statistics.median(rates) for level, rates in ours.items()},
+        {level: statistics.median(rates) for level, rates in theirs.items() if rates},
+        label,
+    )
 
 
 def commit_floor(seconds: float = 1.0) -> float:
@@ -165,11 +181,9 @@ def main() -> None:
     args = parser.parse_args()
     configure_logging(project_dir=None, level="warning")  # lifecycle lines would bury the table
     floor = commit_floor()
-    ours = run_ours(args.levels, args.seconds, args.warmup, args.repeat)
-    peer: dict[int, float] = {}
-    peer_label = "peer skipped (--no-peer)"
-    if not args.no_peer:
-        peer, peer_label = run_peer(args.levels, args.seconds, args.warmup, args.repeat)
+    ours, peer, peer_label = measure(
+        args.levels, args.seconds, args.warmup, args.repeat, peer=not args.no_peer
+    )
     print(
         f"Durable two-step workflows per second ({args.seconds:g} s windows, median of "
         f"{args.repeat}; Python {sys.version.split()[0]}, {os.cpu_count()} CPUs)"
