@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.usefixtures("open_fds")
+
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = 30.0
 

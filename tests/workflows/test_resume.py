@@ -21,7 +21,7 @@ from typing import Any
 import anyio
 import pytest
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("open_fds")]
 
 REPO = Path(__file__).resolve().parents[2]
 LIMIT = 30.0
