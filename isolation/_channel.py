@@ -17,11 +17,20 @@ import zmq
 
 from ._errors import RemoteError, remote_error
 
-__all__ = ["COMPONENT", "CONTROL_SOCKET_TYPE", "LIFECYCLE", "error_from_data", "error_to_data"]
+__all__ = [
+    "COMPONENT",
+    "CONTROL_SOCKET_TYPE",
+    "FLUSH_MILLISECONDS",
+    "LIFECYCLE",
+    "error_from_data",
+    "error_to_data",
+]
 
 COMPONENT = "component"
 CONTROL_SOCKET_TYPE = zmq.PAIR
 LIFECYCLE = frozenset({"startup", "run", "shutdown"})
+#: How long a child's last messages (its final report) may take to leave before it exits anyway.
+FLUSH_MILLISECONDS = 2000
 
 
 def error_to_data(exc: BaseException) -> dict[str, Any]:

@@ -35,49 +35,23 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, LIFECYCLE, error_to_data
+from ._channel import COMPONENT, LIFECYCLE, error_to_data
 from ._errors import ProtocolError
 from ._limits import apply_cpu_limit, apply_memory_limit
 from ._logs import forward_logs
 from ._rpc import Peer
+from ._spare import take
 from ._spec import reference, resolve
 
-__all__ = ["main", "prepare"]
-
-#: How long the final report may take to leave before the child exits anyway.
-_FLUSH_MILLISECONDS = 2000
-
-#: The event loop, ZeroMQ context and channel socket made ahead of time (see ``prepare``).
-_warm: tuple[asyncio.AbstractEventLoop, zmq.asyncio.Context, zmq.asyncio.Socket] | None = None
-
-
-def prepare() -> None:
-    """Make the event loop, ZeroMQ context and socket now, before there is a job (in a spare).
-
-    In a fresh fork, creating them costs several times the fork itself — the first socket
-    starts the context's I/O thread, and every page first written is copied — so a spare pays
-    that while nobody is waiting.
-    """
-    global _warm
-    loop = asyncio.new_event_loop()
-    loop.run_until_complete(asyncio.sleep(0))
-    context = zmq.asyncio.Context()
-    socket = context.socket(CONTROL_SOCKET_TYPE)
-    socket.setsockopt(zmq.LINGER, _FLUSH_MILLISECONDS)
-    _warm = (loop, context, socket)
+__all__ = ["main"]
 
 
 def main(config: Mapping[str, Any]) -> int:
     """Entry point of an isolated child (run by the zygote in a fresh fork); the exit code."""
-    global _warm
     limits = config["limits"]
     if limits.get("cpu_seconds") is not None:
         apply_cpu_limit(limits["cpu_seconds"])
-    if _warm is None:
-        prepare()
-    assert _warm is not None
-    loop, context, socket = _warm
-    _warm = None
+    loop, context, socket = take()
     with asyncio.Runner(loop_factory=lambda: loop) as runner:
         return runner.run(_Child(config, context, socket, runner.get_loop()).run())
 

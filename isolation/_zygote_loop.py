@@ -37,12 +37,13 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # ships no type information
 
-from . import _child
+from . import _child  # noqa: F401 - loaded here so that every fork of the zygote has it
 from ._channel import LIFECYCLE
 from ._errors import IsolationError
 from ._fork import close_fds_except, fresh_stdio
 from ._interface import remote_interface
 from ._lifeline import die_with_parent
+from ._spare import prepare as prepare_spare
 from ._spec import resolve
 
 __all__ = ["MAX_MESSAGE_BYTES", "ZygoteLoop", "pack", "unpack", "warm_codecs"]
@@ -245,7 +246,7 @@ def _run_spare(job_socket: socket.socket, zygote_pid: int) -> None:
     try:
         die_with_parent(zygote_pid)
         close_fds_except({0, 1, 2, job_socket.fileno()})
-        _child.prepare()
+        prepare_spare(rehearse=True)
         data, stdio, _, _ = socket.recv_fds(job_socket, MAX_MESSAGE_BYTES, 4)
         if not data:
             os._exit(0)  # the zygote is gone or closed us

@@ -19,6 +19,7 @@ from typing import Any
 
 import structlog
 import zmq
+import zmq.asyncio
 
 from isolation import DEFAULT_MAX_FRAME_BYTES
 
@@ -144,20 +145,29 @@ def _crash(kind: str) -> None:
         while True:
             pass
     elif kind == "garbage":
-        _channel_socket().send(b"\xc1 this is not a frame")
+        _send_raw(b"\xc1 this is not a frame")
     elif kind == "oversized":
-        _channel_socket().send(b"x" * (DEFAULT_MAX_FRAME_BYTES + 1))
+        _send_raw(b"x" * (DEFAULT_MAX_FRAME_BYTES + 1))
     else:
         raise AssertionError(f"unknown crash kind {kind!r}")
 
 
 def _channel_socket() -> zmq.Socket[Any]:
     """The child's channel socket, found the hard way to write behind the wire layer's back."""
-    # The plain socket under the wire layer's asyncio wrapper; the zygote was forked before the
-    # test process opened any socket, so the child's channel is the only open one.
-    sockets = [obj for obj in gc.get_objects() if type(obj) is zmq.Socket and not obj.closed]
+    sockets = [
+        obj
+        for obj in gc.get_objects()
+        if isinstance(obj, zmq.asyncio.Socket)
+        and not obj.closed
+        and obj.get(zmq.LAST_ENDPOINT).startswith(b"ipc://")
+    ]
     assert len(sockets) == 1, sockets
     return sockets[0]
+
+
+def _send_raw(data: bytes) -> None:
+    # The plain send of the asyncio socket's class: the frame leaves now, not on a future.
+    zmq.Socket.send(_channel_socket(), data)
 
 
 class BrokenConstructor:
