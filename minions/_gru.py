@@ -77,7 +77,7 @@ from ._workflow import (
     orchestration_id,
     workflow_spec,
 )
-from ._workflow_store import StoreServices, WorkflowStatistics, WorkflowStore
+from ._workflow_store import StoreServices, WorkflowStatistics, WorkflowStore, store_hook
 
 __all__ = ["Gru"]
 
@@ -91,6 +91,12 @@ class _Unset:
 UNSET: Final = _Unset()
 
 _PIPELINE_ATTRIBUTE = "workflow_pipeline"
+_STORE_METHODS = (
+    "save_context",
+    "delete_context",
+    "get_contexts_for_orchestration",
+    "get_all_contexts",
+)
 
 
 class GruState(enum.Enum):
@@ -242,11 +248,11 @@ class Gru:
             cls._creating = False
         _current = gru
         try:
-            await store.startup()
+            await store_hook(store, "startup")
         except BaseException:
             _current = None
             with contextlib.suppress(Exception):
-                await store.shutdown()  # release what the failed start opened (threads, files)
+                await store_hook(store, "shutdown")  # release what the failed start opened
             raise
         if isinstance(chosen_metrics, PrometheusMetrics):
             problem = chosen_metrics.serve()
@@ -385,7 +391,7 @@ class Gru:
                     errors.append(ShutdownError("runtime", "Runtime", type(exc).__name__, str(exc)))
                 self._entries.clear()
             for phase, component, close in (
-                ("state_store", type(self._state_store).__name__, self._state_store.shutdown),
+                ("state_store", type(self._state_store).__name__, self._shutdown_store),
                 ("metrics", type(self._metrics).__name__, self._close_metrics),
             ):
                 try:
@@ -407,6 +413,9 @@ class Gru:
             self._shutdown_result.set_result(result)
         self._logger.log(logging.INFO, "gru.shut_down", errors=len(errors))
         return result
+
+    async def _shutdown_store(self) -> None:
+        await store_hook(self._state_store, "shutdown")
 
     async def _close_metrics(self) -> None:
         if isinstance(self._metrics, PrometheusMetrics):
@@ -660,11 +669,12 @@ def _choose_store(store: StateStore | _Unset | None, directory: Path) -> StateSt
         return SQLiteStateStore(default_state_path(directory))
     if store is None:
         return NoOpStateStore()
-    if not isinstance(store, StateStore):
+    missing = [name for name in _STORE_METHODS if not callable(getattr(store, name, None))]
+    if missing:
         raise TypeError(
             "state_store must implement minions.interfaces.StateStore (save_context, "
-            "delete_context, get_contexts_for_orchestration, get_all_contexts), got "
-            f"{type(store).__name__}"
+            "delete_context, get_contexts_for_orchestration, get_all_contexts); "
+            f"{type(store).__name__} lacks {', '.join(missing)}"
         )
     return store
 

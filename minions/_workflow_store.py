@@ -55,6 +55,7 @@ __all__ = [
     "WorkflowStatistics",
     "WorkflowStore",
     "WorkflowStoreConfig",
+    "store_hook",
 ]
 
 #: Retry delays under ``idle-until-persisted``: 50 ms doubling to 5 s, +-20 %.
@@ -168,6 +169,14 @@ class StoreServices:
         return counters
 
 
+async def store_hook(store: object, name: str) -> None:
+    """Await a store's optional ``startup``/``shutdown`` hook (a store written without
+    subclassing ``StateStore`` need not have them)."""
+    hook = getattr(store, name, None)
+    if callable(hook):
+        await hook()
+
+
 def _retryable(exc: BaseException) -> bool:
     if isinstance(exc, StateStoreError):
         return exc.retryable
@@ -220,14 +229,14 @@ class WorkflowStore(Resource):
 
     async def startup(self) -> None:
         if self.services.owns_store:
-            await self.services.state_store.startup()
+            await store_hook(self.services.state_store, "startup")
 
     async def shutdown(self) -> None:
         self.flush_deletes()
         if self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
         if self.services.owns_store:
-            await self.services.state_store.shutdown()
+            await store_hook(self.services.state_store, "shutdown")
 
     def counters(self, orchestration_id: str) -> WorkflowCounters:
         return self.services.counters_for(orchestration_id)

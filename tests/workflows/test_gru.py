@@ -37,6 +37,7 @@ from minions.implementations import (
     PrometheusMetrics,
     SQLiteStateStore,
 )
+from minions.interfaces import StoredContext
 from minions.types import ShutdownResult, StartResult, StopResult, WorkflowStatistics
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_store_threads")]
@@ -297,6 +298,41 @@ async def test_bad_create_arguments_are_clear_errors(tmp_path: Path) -> None:
         await Gru.create(persistence_policy="maybe")  # type: ignore[arg-type]
     gru = await Gru.create(state_store=None, logger=None, metrics=None, project_dir=tmp_path)
     await gru.shutdown()
+
+
+class DictStore:
+    """A state store written from the protocol alone: four methods, no base class, no hooks."""
+
+    def __init__(self) -> None:
+        self.rows: dict[str, tuple[str, bytes]] = {}
+
+    async def save_context(self, workflow_id: str, orchestration_id: str, context: bytes) -> None:
+        self.rows[workflow_id] = (orchestration_id, context)
+
+    async def delete_context(self, workflow_id: str) -> None:
+        self.rows.pop(workflow_id, None)
+
+    async def get_contexts_for_orchestration(self, orchestration_id: str) -> list[StoredContext]:
+        return [StoredContext(w, o, c) for w, (o, c) in self.rows.items() if o == orchestration_id]
+
+    async def get_all_contexts(self) -> list[StoredContext]:
+        return [StoredContext(w, o, c) for w, (o, c) in self.rows.items()]
+
+
+async def test_a_duck_typed_store_works_without_hooks(tmp_path: Path) -> None:
+    """A store need not subclass StateStore nor have startup/shutdown hooks."""
+    store = DictStore()
+    gru = await Gru.create(state_store=store, logger=None, metrics=None, project_dir=tmp_path)  # type: ignore[arg-type]
+    try:
+        result = await gru.start_orchestration(Ticks, Hold)
+        await ticks(1)
+        await reached("a:1")
+        assert len(store.rows) == 1
+        board.release_all.set()
+        await wait_for(gru, result.orchestration_id or "", lambda s: s.succeeded == 1)
+        assert store.rows == {}
+    finally:
+        assert (await gru.shutdown()).success
 
 
 async def test_default_store_is_sqlite_in_the_project_folder(tmp_path: Path) -> None:
