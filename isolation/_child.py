@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import sys
 import traceback
@@ -120,7 +121,7 @@ class _Child:
                 raise
             return
         peer.send_control("ready", {"classes": _references(type(obj))})
-        reason, error = await self._run(obj)
+        reason, error = await self._run(obj, receiver)
         await self._shutdown(obj)
         peer.send_control("exited", {"reason": reason, "error": error})
 
@@ -131,18 +132,22 @@ class _Child:
         }
         factory = resolve(init["factory"], what=f"factory of {self._component}")
         obj: object = factory(proxies, init["payload"])
-        startup = getattr(obj, "startup", None)
-        if startup is not None:
-            await startup()
+        await _call_hook(obj, "startup")
         peer.serve(COMPONENT, obj, type(obj), exclude=LIFECYCLE)
         return obj
 
-    async def _run(self, obj: object) -> tuple[str, Any]:
-        run = getattr(obj, "run", None)
+    async def _run(self, obj: object, receiver: asyncio.Task[None]) -> tuple[str, Any]:
+        """Run ``obj.run()`` until it ends or a stop is asked for; its outcome for the report.
+
+        The channel ending (``receiver`` finished: the parent closed it or sent garbage) is a
+        stop too: nobody would hear from this child any more.
+        """
         stop = asyncio.create_task(self._stop.wait())
-        work = asyncio.ensure_future(run()) if run is not None else None
+        work = asyncio.ensure_future(_call_hook(obj, "run")) if hasattr(obj, "run") else None
         try:
-            waiting = {stop} if work is None else {stop, work}
+            waiting: set[asyncio.Future[Any]] = {stop, receiver}
+            if work is not None:
+                waiting.add(work)
             await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
@@ -165,11 +170,8 @@ class _Child:
         return reason, error_to_data(exc)
 
     async def _shutdown(self, obj: object) -> None:
-        shutdown = getattr(obj, "shutdown", None)
-        if shutdown is None:
-            return
         try:
-            await shutdown()
+            await _call_hook(obj, "shutdown")
         except Exception:
             # The outcome of run() is what the parent needs; a failing shutdown is only logged.
             print(f"{self._component}.shutdown() raised:", file=sys.stderr)
@@ -207,6 +209,16 @@ class _Child:
                 self._stop.set()
                 if not self._init.done():
                     self._init.cancel()
+
+
+async def _call_hook(obj: object, name: str) -> None:
+    """Call ``obj.<name>()`` if it exists, awaiting it if it is a coroutine (hooks may be sync)."""
+    hook = getattr(obj, name, None)
+    if hook is None:
+        return
+    result = hook()
+    if inspect.isawaitable(result):
+        await result
 
 
 def _references(cls: type) -> list[str]:

@@ -407,6 +407,14 @@ class ChildProcess:
                 await asyncio.wait_for(self._reported.wait(), _REPORT_GRACE_SECONDS)
         ended = self._describe(status)
         self._state = ChildState.EXITED
+        try:
+            await self._release(ended)
+        finally:
+            # Whatever failed above, wait() and stop() must not hang on a dead child.
+            self._exit.set_result(ended)
+
+    async def _release(self, ended: ChildExit) -> None:
+        """Fail what waits on the child and close everything it held."""
         await asyncio.gather(*(pump.drained(_OUTPUT_GRACE_SECONDS) for pump in self._pumps))
         if not self._ready.done():
             error = ChildStartError(f"{self.component} {ended.cause} before it was ready")
@@ -414,17 +422,19 @@ class ChildProcess:
             if stderr:
                 error.add_note(f"Last lines on its stderr:\n{stderr}")
             self._ready.set_exception(error)
-        self._peer.fail_pending(ComponentCrashed(f"{self.component} {ended.cause}"))
-        for task in self._tasks:
+        crashed = ComponentCrashed(f"{self.component} {ended.cause}", component=self.component)
+        self._peer.fail_pending(crashed)
+        tasks = list(self._tasks)
+        for task in tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
+        await asyncio.gather(*tasks, return_exceptions=True)
+        try:
             await self._peer.aclose()
-        self._socket.close()
-        _unlink(self._path)
-        os.close(self._pidfd)
-        self._zygote.forget(self)
-        self._exit.set_result(ended)
+        finally:
+            self._socket.close()
+            _unlink(self._path)
+            os.close(self._pidfd)
+            self._zygote.forget(self)
 
     def _describe(self, status: ExitStatus | None) -> ChildExit:
         code = signum = None
