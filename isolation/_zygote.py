@@ -14,11 +14,10 @@ the script's classes already defined, and nothing is imported twice.
        │                                                              │ fork
        └──────────── ZeroMQ ipc:// (calls, heartbeats, logs) ───── child, child, ...
 
-The zygote speaks a tiny protocol, one msgpack map per packet:
-
-- runtime → zygote: ``fork`` (with the child's stdout/stderr pipe ends attached) and ``exit``;
-- zygote → runtime: ``forked`` (with a pidfd of the new child attached), ``fork_failed``, and
-  ``exited`` (pid, wait status, CPU time) when it has reaped a child.
+The zygote's side — its protocol (``fork``, ``warm``, ``exit`` in; ``forked``, ``fork_failed``,
+``exited`` out), the warm spare it keeps, the reaping — is ``_zygote_loop``; this module is the
+runtime's side. ``warm_codecs`` runs before the fork, so that neither the zygote nor any child
+pays for initialising the value codecs.
 
 Children are the zygote's children, so the zygote reaps them (it waits on their pidfds, so it
 needs no SIGCHLD handler) and reports each status. The runtime learns of a death at the same

@@ -13,9 +13,14 @@ new spare is forked when the zygote has been quiet for ``SPARE_DELAY`` seconds, 
 it never competes with a child that is starting. Without a spare ready, the zygote forks on the
 spot. (Android's zygote keeps a pool of unspecialised processes for the same reason.)
 
+**Warming.** When a child is READY the runtime sends ``warm`` with the names of its classes;
+the zygote builds their remote interfaces (validation schemas can take tens of milliseconds)
+so that later children inherit them, and replaces its spare, which was forked before.
+
 Protocol with the runtime, one msgpack map per SOCK_SEQPACKET packet:
 
-- runtime → zygote: ``fork {id, entry, args}`` (stdout/stderr pipe ends attached), ``exit``;
+- runtime → zygote: ``fork {id, entry, args}`` (stdout/stderr pipe ends attached),
+  ``warm {classes}``, ``exit``;
 - zygote → runtime: ``forked {id, pid}`` (a pidfd attached), ``fork_failed {id, error}``,
   ``exited {pid, status, cpu_time}``.
 """
