@@ -192,6 +192,16 @@ class SlowStartup:
         await asyncio.Event().wait()
 
 
+class HungryStartup:
+    """Allocates far past any small memory limit while starting."""
+
+    def __init__(self, proxies: Mapping[str, Any], payload: Any) -> None:
+        pass
+
+    async def startup(self) -> None:
+        self.hoard = bytearray(512 * 1024 * 1024)
+
+
 class Graceful:
     """Runs until stopped; says so on stdout when shut down."""
 

@@ -129,6 +129,26 @@ async def test_ready_timeout_raises_and_kills(zygote: Zygote) -> None:
     assert not zygote._children
 
 
+async def test_memory_limit_during_startup_is_a_start_error(zygote: Zygote) -> None:
+    """Exceeding memory_mb while starting is a ChildStartError that names the limit."""
+    with anyio.fail_after(10), pytest.raises(ChildStartError, match="exceeded memory limit 32 MiB"):
+        await zygote.spawn(spec("HungryStartup", memory_mb=32), {})
+
+
+async def test_children_forked_on_demand(tmp_path: Path, open_fds: None) -> None:
+    """Without a spare, every child is forked when asked for, and works the same."""
+    zygote = Zygote.start(run_dir=tmp_path / "run", spare=False)
+    try:
+        with anyio.fail_after(10):
+            for _ in range(2):
+                child = await zygote.spawn(spec("Echo"), {})
+                assert await child.proxy(Echo).echo("on demand") == "on demand"
+                assert (await child.stop()).reason == "stopped"
+    finally:
+        with anyio.fail_after(10):
+            await zygote.aclose()
+
+
 async def test_missing_service_object_is_a_clear_error(zygote: Zygote) -> None:
     """spawn() names a service the spec needs but the caller did not provide, before forking."""
     child_spec = ChildSpec(
