@@ -178,6 +178,10 @@ class ZygoteLoop:
 
     def _warm(self, classes: list[str]) -> None:
         for name in classes:
+            if name.partition(":")[0] not in sys.modules:
+                # Importing here could start threads in the zygote, and forking a threaded
+                # process is unsafe; children keep building what the parent never imported.
+                continue
             # Best effort: a class that cannot be prepared here is prepared by each child.
             with contextlib.suppress(Exception):
                 remote_interface(resolve(name, what="class"), LIFECYCLE)

@@ -47,6 +47,40 @@ def spec(name: str, payload: Any = None, **limits: Any) -> ChildSpec:
     return ChildSpec(name, f"tests.isolation._targets:{name}", payload=payload, isolation=isolation)
 
 
+@pytest.mark.parametrize(
+    ("limits", "message"),
+    [
+        ({"memory_mb": 0}, "memory_mb=0"),
+        ({"memory_mb": 1.5}, "memory_mb=...) must be an int, got 1.5"),
+        ({"cpu_seconds": -1}, "cpu_seconds=-1"),
+        ({"start_timeout": float("inf")}, "start_timeout=inf"),
+        ({"heartbeat_interval": 1, "heartbeat_timeout": 1}, "must be longer than"),
+    ],
+)
+def test_bad_limits_are_clear_errors(limits: dict[str, Any], message: str) -> None:
+    """Isolation(...) refuses a bad value where it is written, naming the field."""
+    with pytest.raises((TypeError, ValueError)) as info:
+        Isolation(**limits)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({"component": ""}, "component must be a non-empty name"),
+        ({"factory": "no_colon"}, "must be a 'module:qualname' string"),
+        ({"services": {"db": "a:b:c"}}, "services['db'] must be a 'module:qualname'"),
+        ({"isolation": {"memory_mb": 64}}, "isolation must be an Isolation"),
+    ],
+)
+def test_bad_specs_are_clear_errors(fields: dict[str, Any], message: str) -> None:
+    """ChildSpec(...) refuses malformed names and values, saying what form is expected."""
+    arguments: dict[str, Any] = {"component": "Echo", "factory": "tests.isolation._targets:Echo"}
+    with pytest.raises((TypeError, ValueError)) as info:
+        ChildSpec(**{**arguments, **fields})
+    assert message in str(info.value)
+
+
 async def test_spawn_returns_a_ready_child_that_serves_calls(
     open_fds: None, zygote: Zygote
 ) -> None:
