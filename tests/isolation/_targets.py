@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import structlog
@@ -120,6 +120,12 @@ class Crasher:
         self._go = asyncio.Event()
 
     async def hold(self) -> None:
+        self._go.set()
+        await asyncio.Event().wait()
+
+    async def ticks(self) -> AsyncIterator[int]:
+        """A stream that yields once, then triggers the crash and waits for it."""
+        yield 1
         self._go.set()
         await asyncio.Event().wait()
 

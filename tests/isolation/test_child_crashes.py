@@ -105,6 +105,19 @@ async def test_bad_frames_kill_the_child(open_fds: None, zygote: Zygote, kind: s
     await _still_spawns(zygote)
 
 
+async def test_open_stream_fails_when_the_child_dies(open_fds: None, zygote: Zygote) -> None:
+    """A stream being consumed when the child is killed ends with ComponentCrashed."""
+    spec = ChildSpec("Crasher", "tests.isolation._targets:Crasher", payload="sigkill")
+    with anyio.fail_after(20):
+        child = await zygote.spawn(spec, {})
+        ticks = child.proxy(Crasher).ticks()
+        assert await ticks.__anext__() == 1
+        with pytest.raises(ComponentCrashed, match="Crasher killed by SIGKILL"):
+            await ticks.__anext__()
+        end = await child.wait()
+    assert (end.reason, end.signal) == ("died", signal.SIGKILL)
+
+
 async def _still_spawns(zygote: Zygote) -> None:
     """The parent and its zygote are unharmed: a new child starts and answers."""
     with anyio.fail_after(10):
