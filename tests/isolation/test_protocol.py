@@ -16,6 +16,7 @@ from isolation._protocol import (
     ErrorCode,
     Kind,
     build_frames,
+    check_message,
     decode_frame,
     pack,
 )
@@ -183,3 +184,29 @@ def test_pack_refuses_what_msgpack_cannot_carry() -> None:
         pack(Kind.RESULT, 1, object())
     with pytest.raises(OverflowError):
         pack(Kind.RESULT, 1, 2**70)
+
+
+def test_fast_acceptance_agrees_with_the_full_check() -> None:
+    """decode_frame accepts a message exactly when check_message does, for messages whose
+    fields are replaced by values of every msgpack type."""
+    rng = random.Random(7)
+    values: list[Any] = [0, 1, -1, 2**63, True, None, 1.5, "s", b"b", [], [1], {}, {"k": 1}]
+    for kind, fields in EXAMPLES.items():
+        base = [VERSION, int(kind), 3, *fields]
+        for _ in range(400):
+            message = list(base)
+            for _ in range(rng.randrange(1, 3)):
+                message[rng.randrange(len(message))] = rng.choice(values)
+            if rng.random() < 0.2:
+                message = message[: rng.randrange(len(message) + 1)]
+            try:
+                check_message(message)
+                expected = True
+            except ProtocolError:
+                expected = False
+            try:
+                decode_frame(bytes(msgpack.packb([message], use_bin_type=True)))
+                accepted = True
+            except ProtocolError:
+                accepted = False
+            assert accepted == expected, message

@@ -197,9 +197,11 @@ def ipc_dir(tmp_path: Path) -> Path:
 
 
 @contextlib.asynccontextmanager
-async def zmq_pair(tmp_path: Path) -> AsyncIterator[tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]]:
+async def zmq_pair(
+    tmp_path: Path, socket_type: int = zmq.PAIR
+) -> AsyncIterator[tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]]:
     context = zmq.asyncio.Context()
-    bound, connected = context.socket(zmq.PAIR), context.socket(zmq.PAIR)
+    bound, connected = context.socket(socket_type), context.socket(socket_type)
     try:
         endpoint = f"ipc://{ipc_dir(tmp_path)}/link"
         bound.bind(endpoint)
@@ -212,9 +214,11 @@ async def zmq_pair(tmp_path: Path) -> AsyncIterator[tuple[zmq.asyncio.Socket, zm
 
 
 @contextlib.asynccontextmanager
-async def make_link(tmp_path: Path, **client_options: Any) -> AsyncIterator[Link]:
+async def make_link(
+    tmp_path: Path, socket_type: int = zmq.PAIR, **client_options: Any
+) -> AsyncIterator[Link]:
     controls: dict[str, list[tuple[str, Any]]] = {"server": [], "client": []}
-    async with zmq_pair(tmp_path) as (server_socket, client_socket):
+    async with zmq_pair(tmp_path, socket_type) as (server_socket, client_socket):
         server = Peer(
             server_socket,
             component="server",
@@ -282,6 +286,19 @@ async def test_proxy_calls_return_typed_results(open_fds: None, tmp_path: Path) 
             }
             quotes = [quote async for quote in link.proxy.ticks(Pair("BTC", "EUR"), 3)]
             assert quotes == [Quote(Pair("BTC", "EUR"), float(i), os.getpid()) for i in range(3)]
+
+
+async def test_dealer_sockets_carry_a_link_too(tmp_path: Path) -> None:
+    """DEALER to DEALER works like PAIR: calls, streams and control messages."""
+    async with make_link(tmp_path, zmq.DEALER) as link:
+        with anyio.fail_after(10):
+            assert await link.proxy.get_price(Pair("ETH", "USD")) == 103.0
+            assert [q.price async for q in link.proxy.ticks(Pair("A", "B"), 100)] == [
+                float(i) for i in range(100)
+            ]
+            link.client.send_control("hello", [1, 2])
+            await link.proxy.ping()
+        assert link.controls["server"] == [("hello", [1, 2])]
 
 
 async def test_many_calls_are_in_flight_at_once(link: Link) -> None:
