@@ -124,9 +124,8 @@ class Crasher:
         await asyncio.Event().wait()
 
     async def ticks(self) -> AsyncIterator[int]:
-        """A stream that yields once, then triggers the crash and waits for it."""
+        """A stream that yields once, then never again."""
         yield 1
-        self._go.set()
         await asyncio.Event().wait()
 
     async def run(self) -> None:

@@ -110,10 +110,14 @@ async def test_open_stream_fails_when_the_child_dies(open_fds: None, zygote: Zyg
     spec = ChildSpec("Crasher", "tests.isolation._targets:Crasher", payload="sigkill")
     with anyio.fail_after(20):
         child = await zygote.spawn(spec, {})
-        ticks = child.proxy(Crasher).ticks()
+        crasher = child.proxy(Crasher)
+        ticks = crasher.ticks()
         assert await ticks.__anext__() == 1
+        holding = asyncio.ensure_future(crasher.hold())  # the crash starts once this arrives
         with pytest.raises(ComponentCrashed, match="Crasher killed by SIGKILL"):
             await ticks.__anext__()
+        with pytest.raises(ComponentCrashed):
+            await holding
         end = await child.wait()
     assert (end.reason, end.signal) == ("died", signal.SIGKILL)
 
