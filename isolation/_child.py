@@ -4,9 +4,9 @@
 
     child                                   parent
       ── hello {token, pid} ─────────────▶    checks the token, serves its services
-      ◀──────────── init {factory, services, payload}
+      ◀──────────── init {factory, services, payload}   (only if it did not fit in the job)
       (build proxies, factory(), startup(), serve the component)
-      ── ready ──────────────────────────▶    spawn() returns
+      ── ready {classes} ────────────────▶    spawn() returns; the zygote warms the classes
       (run(), heartbeats both ways, log events)
       ◀────────────────────────────── stop    (only when the parent stops it)
       (cancel run(), shutdown())
