@@ -60,12 +60,23 @@ def shed_parent_state(keep_fds: Iterable[int]) -> None:
 
 
 def close_fds_except(keep: set[int]) -> None:
-    """Close every open descriptor of this process not in ``keep``."""
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd not in keep:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+    """Release every inherited descriptor of this process not in ``keep``.
+
+    Each one is pointed at ``/dev/null`` instead of being closed, so that its number stays
+    taken. Python objects inherited from the parent still believe they own those numbers (a
+    logging ``FileHandler``'s stream, a socket, a selector) and close them later, from a
+    finaliser or at exit; with the numbers reused by descriptors this process opened since (its
+    own event loop's epoll, its channel), that close would cut those instead.
+    """
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd not in keep and fd != devnull:
+                with contextlib.suppress(OSError):
+                    os.dup2(devnull, fd, inheritable=False)
+    finally:
+        os.close(devnull)
 
 
 def fresh_stdio() -> None:

@@ -415,6 +415,45 @@ async def test_children_of_a_frozen_parent_stop(tmp_path: Path) -> None:
             os.close(pidfd)
 
 
+LOGGING_PARENT_SCRIPT = """\
+import asyncio, logging, sys
+from pathlib import Path
+
+logging.basicConfig(filename=sys.argv[2])  # the log file takes the lowest free descriptor
+
+from isolation import ChildSpec, Zygote
+from tests.isolation._targets import Chatty
+
+zygote = Zygote.start(run_dir=Path(sys.argv[1]))
+
+async def main():
+    spec = ChildSpec("Chatty", "tests.isolation._targets:Chatty")
+    child = await zygote.spawn(spec, {}, on_output=lambda *line: None)
+    for _ in range(3):
+        print(await asyncio.wait_for(child.proxy(Chatty).ping(), 5), flush=True)
+    print((await child.stop()).cause, flush=True)
+    await zygote.aclose()
+
+asyncio.run(main())
+"""
+
+
+async def test_parent_log_files_do_not_break_children(tmp_path: Path) -> None:
+    """A log file the parent had open when the zygote was forked is dropped in the child
+    without closing a descriptor the child opened since (its event loop, its channel)."""
+    script = _write_script(tmp_path / "parent.py", LOGGING_PARENT_SCRIPT)
+    process = await _start_python(script, str(tmp_path / "run"), str(tmp_path / "parent.log"))
+    try:
+        with anyio.fail_after(30):
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
+    assert process.returncode == 0, err.decode()
+    assert out.decode().splitlines() == ["pong", "pong", "pong", "stopped on request"]
+
+
 ONE_FILE_SCRIPT = """\
 import asyncio, os, sys
 from pathlib import Path
