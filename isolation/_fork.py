@@ -8,11 +8,12 @@ handlers would write into the parent's wake-up pipe.
 
 ``shed_parent_state`` makes the current process clean: signal handlers back to their defaults
 (SIGINT ignored — the runtime decides when children stop, not the terminal's Ctrl-C), no
-signal mask, no running loop, every file descriptor closed except the ones asked for, and
-stdin on /dev/null. Objects the parent created are *kept alive*: ``gc.freeze()`` moves them out
-of the collector's reach, because finalising one (a socket, a file) would close a descriptor
-number that may by then belong to us. Freezing also keeps the collector from writing to the
-shared pages, which is what keeps forks of the zygote cheap.
+signal mask, no running loop, every inherited descriptor except the ones asked for released
+(pointed at /dev/null, see ``close_fds_except``), and stdin on /dev/null. Objects the parent
+created are left alone: ``gc.freeze()`` moves them out of the collector's reach, and a late
+close of their descriptor numbers — when one is dropped, like a log handler the child
+replaces — hits /dev/null, never a descriptor of ours. Freezing also keeps the collector from
+writing to the shared pages, which is what keeps forks of the zygote cheap.
 """
 
 from __future__ import annotations
