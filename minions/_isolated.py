@@ -1,0 +1,188 @@
+"""Isolated components: the host that runs a component in a child process.
+
+A component marked ``isolated=True`` (or ``isolated=Isolation(...)``, by class keyword or in
+``run(..., options=...)``) is built and run by a child forked from the runtime's warm zygote
+(:mod:`isolation`). Its dependencies stay in this process and the child reaches them through
+proxies; an isolated resource is reached by its in-process dependents through a proxy too.
+
+The supervisor sees an :class:`IsolatedHost` exactly like a local one: the child's death — an
+exception in ``run()``, ``os._exit``, a signal, a memory or CPU limit, a hang, a garbled
+channel — is an :class:`~minions._host.Outcome` with the cause in words, and the component's
+restart policy applies as for any crash.
+
+In the child, :func:`build_in_child` constructs the component from the same annotations the
+parent resolved, with proxies in place of the dependencies and the validated config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pydantic
+import structlog
+
+from isolation import ChildProcess, ChildSpec, ChildStartError, Isolation, Zygote, reference
+
+from ._component import Component, Resource, has_own_run
+from ._errors import ComponentOptionsError, StartupError
+from ._graph import Node, declared_config, declared_dependencies
+from ._host import Outcome, construct_with
+from ._policy import Policy
+
+log = structlog.get_logger("minions")
+
+FACTORY = "minions._isolated:build_in_child"
+
+
+def isolation_of(node: Node, isolated: object) -> Isolation:
+    """The :class:`Isolation` settings for ``isolated=...``, or a clear error."""
+    if isolated is True:
+        return Isolation()
+    if isinstance(isolated, Isolation):
+        return isolated
+    raise ComponentOptionsError(
+        f"{node.name}: isolated must be True or an isolation.Isolation(...), got {isolated!r}"
+    )
+
+
+def check_isolatable(node: Node, isolated: object) -> None:
+    """Raise a DefinitionError now if ``node`` cannot run in a child process."""
+    isolation_of(node, isolated)
+    for cls in (node.cls, *node.dependency_classes):
+        try:
+            reference(cls)
+        except ValueError as exc:
+            raise ComponentOptionsError(f"{node.name} cannot be isolated: {exc}") from None
+
+
+class Zygotes:
+    """Starts the runtime's zygote when first needed and closes it with the runtime."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self._run_dir = run_dir
+        self._zygote: Zygote | None = None
+
+    def get(self) -> Zygote:
+        if self._zygote is None or self._zygote.gone:
+            self._run_dir.mkdir(parents=True, exist_ok=True)
+            self._zygote = Zygote.start(run_dir=self._run_dir)
+        return self._zygote
+
+    async def aclose(self) -> None:
+        zygote, self._zygote = self._zygote, None
+        if zygote is not None:
+            await zygote.aclose()
+
+
+class IsolatedHost:
+    """Runs one incarnation of a component in a child process."""
+
+    def __init__(self, node: Node, policy: Policy, isolated: object, zygotes: Zygotes) -> None:
+        self._node = node
+        self._policy = policy
+        self._isolation = isolation_of(node, isolated)
+        self._zygotes = zygotes
+        self._child: ChildProcess | None = None
+        self._proxy: object | None = None
+
+    @property
+    def instance(self) -> object:
+        if self._proxy is None:
+            if self._child is None:
+                raise RuntimeError(f"{self._node.name} has not been started")
+            self._proxy = self._child.proxy(self._node.cls)
+        return self._proxy
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None:
+        node = self._node
+        spec = ChildSpec(
+            component=node.name,
+            factory=FACTORY,
+            services={dep.name: reference(bound) for dep, bound in node.dependencies},
+            payload={
+                "component": reference(node.cls),
+                "config": _dump_config(node, config),
+            },
+            isolation=self._isolation,
+        )
+        services = {dep.name: provided[bound] for dep, bound in node.dependencies}
+        try:
+            self._child = await self._zygotes.get().spawn(
+                spec, services, on_log=_forward_log, on_output=_forward_output
+            )
+        except ChildStartError as exc:
+            raise StartupError(
+                node.name, f"{node.name} failed to start in its child: {exc}"
+            ) from exc
+
+    async def wait(self) -> Outcome:
+        assert self._child is not None
+        end = await self._child.wait()
+        if end.reason == "returned":
+            return Outcome(False, "run() returned")
+        return Outcome(
+            True, f"child {end.cause}" if end.reason != "raised" else end.cause, end.error
+        )
+
+    async def stop(self) -> None:
+        if self._child is not None:
+            await self._child.stop(self._isolation.stop_timeout)
+
+    def kill(self) -> None:
+        if self._child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._child.pid, signal.SIGKILL)
+
+
+def build_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> Component:
+    """The child's factory: construct the component with proxies for its dependencies."""
+    from isolation import resolve
+
+    cls = resolve(payload["component"], what="component")
+    dependencies = {dep.name: proxies[dep.name] for dep in declared_dependencies(cls)}
+    config_type, config_via = declared_config(cls)
+    config = None
+    if config_type is not None:
+        config = pydantic.TypeAdapter(config_type).validate_python(payload["config"])
+    structlog.contextvars.bind_contextvars(component=cls.__minions_options__.name or cls.__name__)
+    instance = construct_with(cls, dependencies, config, config_via)
+    if issubclass(cls, Resource) and not has_own_run(cls):
+        # The child runs run() for the component's life; a resource without one lives until
+        # it is stopped, as it does in-process.
+        instance.run = _until_stopped  # type: ignore[method-assign]
+    return instance
+
+
+async def _until_stopped() -> None:
+    await asyncio.Event().wait()
+
+
+def _dump_config(node: Node, config: object | None) -> Any:
+    if node.config_type is None or config is None:
+        return None
+    return pydantic.TypeAdapter(node.config_type).dump_python(config, mode="json")
+
+
+def _forward_log(component: str, event: dict[str, Any]) -> None:
+    fields = dict(event)
+    name = str(fields.pop("event", "child.log"))
+    level = str(fields.pop("level", "info"))
+    logger = structlog.get_logger(str(fields.pop("logger", "minions")))
+    fields.pop("timestamp", None)
+    fields["component"] = component
+    method: Callable[..., Any] = getattr(logger, level, logger.info)
+    method(name, **fields)
+
+
+def _forward_output(component: str, stream: str, line: str) -> None:
+    log.info("component.output", component=component, stream=stream, line=line)
