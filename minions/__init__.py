@@ -8,6 +8,11 @@ Durable workflows: a :class:`Pipeline` produces events, a ``Minion[Event, Contex
 them (or pass the minion to :func:`run` with its pipeline declared as a class attribute).
 """
 
+from isolation import ComponentCrashed as ComponentCrashed
+from isolation import Isolation as Isolation
+from isolation import RemoteError as RemoteError
+from isolation import SerializationError as SerializationError
+
 from ._component import ComponentState as ComponentState
 from ._component import Minion as Minion
 from ._component import Resource as Resource
@@ -42,6 +47,7 @@ __version__ = "0.1.0.dev0"
 __all__ = [
     "AbortWorkflow",
     "Backoff",
+    "ComponentCrashed",
     "ComponentOptions",
     "ComponentOptionsError",
     "ComponentState",
@@ -53,12 +59,15 @@ __all__ = [
     "Gru",
     "IdentityConflictError",
     "Intensity",
+    "Isolation",
     "Minion",
     "MinionsError",
     "Pipeline",
+    "RemoteError",
     "Resource",
     "Runtime",
     "RuntimeStateError",
+    "SerializationError",
     "StartupError",
     "UnknownComponentError",
     "WorkflowStore",

@@ -89,5 +89,8 @@ def test_names_come_from_private_modules(package: str) -> None:
         where = getattr(obj, "__module__", None)
         if where is None:
             continue
-        assert where.startswith(f"{package}."), f"{name} is defined in {where}"
+        # minions re-exports the few isolation names its users write (Isolation and the errors
+        # a proxied call raises); those come from isolation's private modules.
+        allowed = (f"{package}.", "isolation.") if package == "minions" else (f"{package}.",)
+        assert where.startswith(allowed), f"{name} is defined in {where}"
         assert where.split(".")[1].startswith("_"), f"{name} is defined in public {where}"
