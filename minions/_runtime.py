@@ -132,6 +132,10 @@ class Runtime:
             )
             new_cells[node.cls] = self._new_cell(node)
         self._configs.update(configs)
+        if any(cell.isolated for cell in new_cells.values()):
+            # Fork the zygote now, before the new components' startup() creates threads or
+            # connections that a fork would copy in a half-made state.
+            self._zygote_source().get()
         try:
             await self._supervisor.start(graph, new_cells, graph.closure(components))
         except StartupError:
@@ -250,12 +254,17 @@ class Runtime:
             node=node, policy=policy, isolated=isolated, history=RestartHistory(policy.intensity)
         )
 
+    def _zygote_source(self) -> Zygotes:
+        from ._isolated import Zygotes
+
+        if self._zygotes is None:
+            self._zygotes = Zygotes(self.project_dir / ".minions" / "run")
+        return self._zygotes
+
     def _make_host(self, node: Node, policy: Policy) -> Host:
         options = self._options_for(node)
         if options.isolated not in (None, False):
-            from ._isolated import IsolatedHost, Zygotes
+            from ._isolated import IsolatedHost
 
-            if self._zygotes is None:
-                self._zygotes = Zygotes(self.project_dir / ".minions" / "run")
-            return IsolatedHost(node, policy, options.isolated, self._zygotes)
+            return IsolatedHost(node, policy, options.isolated, self._zygote_source())
         return LocalHost(node, policy, on_abandon=self._abandoned.add)
