@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import os
 import signal
 from collections.abc import Callable, Mapping
@@ -116,10 +117,15 @@ class IsolatedHost:
             isolation=self._isolation,
         )
         services = {dep.name: provided[bound] for dep, bound in node.dependencies}
+        # Spawned in a context tagged with the component, so that the calls its child makes
+        # into this process (served by tasks of that channel) log under the component's name.
+        context = contextvars.copy_context()
+        context.run(structlog.contextvars.bind_contextvars, component=node.name)
+        spawn = self._zygotes.get().spawn(
+            spec, services, on_log=_forward_log, on_output=_forward_output
+        )
         try:
-            self._child = await self._zygotes.get().spawn(
-                spec, services, on_log=_forward_log, on_output=_forward_output
-            )
+            self._child = await asyncio.get_running_loop().create_task(spawn, context=context)
         except ChildStartError as exc:
             raise StartupError(
                 node.name, f"{node.name} failed to start in its child: {exc}"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from minions import run
 
-from .bot import OnChainStrategy
+from .bot import OnChainStrategy, ThirdPartyStrategy
 
 CONFIG = Path(__file__).with_name("minions.toml")
 
@@ -19,7 +19,13 @@ def main() -> None:
     )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args()
-    run(OnChainStrategy, config=CONFIG, stop_after=args.seconds, log_level=args.log_level)
+    run(
+        OnChainStrategy,
+        ThirdPartyStrategy,
+        config=CONFIG,
+        stop_after=args.seconds,
+        log_level=args.log_level,
+    )
 
 
 if __name__ == "__main__":

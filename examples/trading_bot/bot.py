@@ -8,6 +8,10 @@
 * :class:`Wallet` submits simulated transactions and counts them.
 * :class:`OnChainStrategy` is the minion: for each large swap, it looks up the price and trades
   against the swap's direction.
+* :class:`ThirdPartyStrategy` stands for code you did not write: a momentum strategy that now
+  and then crashes its whole process (a simulated segfault in a native extension). It runs
+  ``isolated=True``, in a child process, so a crash costs a restart of that child and nothing
+  else; it reaches the same resources through proxies.
 
 Nothing here knows about restarts or wiring: the runtime injects ``ChainEvents``, ``PriceFeed``
 and ``Wallet`` by their annotations and supervises them.
@@ -16,6 +20,7 @@ and ``Wallet`` by their annotations and supervises them.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import hashlib
 import random
 from collections.abc import AsyncIterator
@@ -156,3 +161,33 @@ class OnChainStrategy(Minion):
             price = await self._prices.get_price(event.pair)
             side = "sell" if event.side == "buy" else "buy"
             await self._wallet.submit(event.pair, side, round(event.amount / 2, 3), price.value)
+
+
+class ThirdPartyConfig(BaseModel):
+    crash_rate: float = Field(0.02, ge=0, le=1, description="chance per event of a segfault")
+    window: int = Field(5, ge=1, description="events per momentum window")
+
+
+class ThirdPartyStrategy(Minion, isolated=True):
+    """A vendor's momentum strategy: trades with a streak of same-side swaps. It crashes."""
+
+    config: ThirdPartyConfig
+
+    def __init__(self, events: ChainEvents, prices: PriceFeed, wallet: Wallet) -> None:
+        self._events = events
+        self._prices = prices
+        self._wallet = wallet
+        self._rng = random.Random()
+
+    async def run(self) -> None:
+        streak: list[ChainEvent] = []
+        async for event in self._events.subscribe():
+            if self._rng.random() < self.config.crash_rate:
+                ctypes.string_at(0)  # the vendor's native code dereferences NULL
+            streak = [e for e in streak if e.pair == event.pair and e.side == event.side]
+            streak.append(event)
+            if len(streak) < self.config.window:
+                continue
+            price = await self._prices.get_price(event.pair)
+            await self._wallet.submit(event.pair, event.side, 0.1, price.value)
+            streak.clear()

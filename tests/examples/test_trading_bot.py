@@ -23,6 +23,8 @@ def _bot(tmp_path: Path, *args: str, **env: str) -> subprocess.Popen[str]:
             "MINIONS_PROJECT_DIR": str(tmp_path),
             "MINIONS_CHAINEVENTS__BLOCK_INTERVAL": "0.05",
             "MINIONS_ONCHAINSTRATEGY__MIN_AMOUNT": "0.5",
+            "MINIONS_THIRDPARTYSTRATEGY__CRASH_RATE": "0",
+            "MINIONS_PRICEFEED__FAILURE_RATE": "0",
             **env,
         },
         stdout=subprocess.PIPE,
@@ -48,11 +50,17 @@ def test_demo_trades_and_stops_after_seconds(tmp_path: Path) -> None:
     names = [e["event"] for e in events]
     assert "trade.submitted" in names
     trades = [e for e in events if e["event"] == "trade.submitted"]
-    assert all(e["component"] == "OnChainStrategy" for e in trades)
+    assert {e["component"] for e in trades} <= {"OnChainStrategy", "ThirdPartyStrategy"}
     stopped = [e["component"] for e in events if e["event"] == "component.stopped"]
-    # Reverse dependency order: the strategy first, the resources after it.
-    assert stopped[0] == "OnChainStrategy"
-    assert set(stopped) == {"OnChainStrategy", "Wallet", "PriceFeed", "ChainEvents"}
+    # Reverse dependency order: the strategies first, the resources after them.
+    assert set(stopped[:2]) == {"OnChainStrategy", "ThirdPartyStrategy"}
+    assert set(stopped) == {
+        "ThirdPartyStrategy",
+        "OnChainStrategy",
+        "Wallet",
+        "PriceFeed",
+        "ChainEvents",
+    }
     assert names[-1] == "runtime.stopped"
 
 
@@ -79,6 +87,30 @@ def test_price_feed_outage_restarts_the_feed_and_then_the_strategy(tmp_path: Pat
     assert stop_strategy < feed_back < strategy_back
     # At this failure rate the feed may exhaust its restart intensity; either way the exit
     # status says what happened.
+    given_up = any(e["event"] == "component.given_up" for e in events)
+    assert bot.returncode == (1 if given_up else 0), stderr
+
+
+def test_a_segfaulting_isolated_strategy_is_restarted_alone(tmp_path: Path) -> None:
+    """The third-party strategy segfaults in its child; the child is restarted and the
+    in-process strategy keeps running, never stopped."""
+    bot = _bot(tmp_path, "--seconds", "2", MINIONS_THIRDPARTYSTRATEGY__CRASH_RATE="0.2")
+    try:
+        _, stderr = bot.communicate(timeout=30)
+    finally:
+        bot.kill()
+    events = _events(tmp_path)
+    crashes = [e for e in events if e["event"] == "component.crashed"]
+    assert crashes, "the strategy never crashed"
+    assert {e["component"] for e in crashes} == {"ThirdPartyStrategy"}
+    assert all("killed by SIGSEGV" in str(e["reason"]) for e in crashes)
+    started = [e for e in events if e["event"] == "component.started"]
+    pids = {e["pid"] for e in started if e["component"] == "ThirdPartyStrategy"}
+    assert len(pids) >= 2, "no restart in a new child"
+    stops = [e for e in events if e["event"] == "component.stopped"]
+    assert [e["reason"] for e in stops if e["component"] == "OnChainStrategy"] == [
+        "runtime stopping"
+    ]
     given_up = any(e["event"] == "component.given_up" for e in events)
     assert bot.returncode == (1 if given_up else 0), stderr
 
