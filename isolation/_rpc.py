@@ -15,20 +15,14 @@ BROKEN: the other end died or misbehaved; new calls and streams fail at once wit
 ComponentCrashed, control messages can still be sent and received. CLOSED: nothing more is
 sent or received; every call, stream and served task has ended.
 
-How a message moves, and why it is fast:
-
-* Sending never awaits the socket. A message is packed in the caller (so an unencodable value
-  raises there, naming the parameter), appended to an outbox, and the outbox is flushed once per
-  event-loop pass (``call_soon`` on the first message of a pass), coalescing everything produced
-  in that pass into one ZeroMQ message. Sends are non-blocking; frames refused by a full or
-  not-yet-connected socket wait, in order, until the socket signals it can take them.
-* Receiving is a reader callback on the socket's file descriptor, registered while
-  :meth:`~Peer.run` runs. It drains the socket, resolves callers' futures directly (no queue,
-  no intermediate task) and starts served methods as *eager* tasks: a method that answers
-  without suspending has its reply queued before the callback returns, and the replies of a
-  whole batch leave in one frame.
-* The descriptor ZeroMQ exposes is edge-triggered: after every send the socket is asked whether
-  messages arrived meanwhile, so none is left unread until the next edge.
+How a message moves, and why it is fast: a call's arguments are encoded and packed in the
+caller (so an unencodable value raises there, naming the parameter) and queued on the
+:class:`~isolation._transport.Transport`, which sends everything produced in one event-loop pass
+as one ZeroMQ message. Frames arrive through a reader callback (registered while
+:meth:`~Peer.run` runs) that resolves callers' futures directly, with no queue or intermediate
+task, and hands the other side's calls to the :class:`~isolation._server.Server`, which starts
+them as eager tasks: a method that answers without suspending has its reply queued before the
+next frame is read, and the replies of a whole batch leave together.
 
 The socket must be a connected ``PAIR`` or ``DEALER`` (single-part messages, one peer). The
 Peer owns it for its lifetime: do not use it directly, call :meth:`~Peer.aclose` (or cancel
@@ -39,43 +33,28 @@ from __future__ import annotations
 
 import asyncio
 import enum
-import traceback
-from collections import deque
-from collections.abc import Callable, Collection, Coroutine, Mapping
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
 import zmq
 
-from ._eager import start_task
-from ._errors import ComponentCrashed, RemoteError, SerializationError, remote_error
-from ._interface import RemoteMethod, explain_unreachable, remote_interface
+from ._errors import ComponentCrashed, SerializationError, remote_error
+from ._interface import RemoteMethod
 from ._protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     FRAME_HEADER_BYTES,
     ErrorCode,
     Kind,
-    build_frames,
     decode_frame,
     pack,
 )
 from ._proxy import build_proxy
-from ._stream import DEFAULT_STREAM_CREDIT, StreamCredit, StreamReader
+from ._server import Server
+from ._stream import DEFAULT_STREAM_CREDIT, StreamReader
+from ._transport import Transport
 
 __all__ = ["Peer", "PeerState", "PeerStatistics"]
-
-# Unbound socket methods: they skip zmq.asyncio's future machinery (the Peer never waits on
-# the socket) and work the same on plain and asyncio sockets.
-_send = zmq.Socket.send
-_recv = zmq.Socket.recv
-_get = zmq.Socket.get
-_NOBLOCK: Final = zmq.NOBLOCK
-_EVENTS: Final = zmq.EVENTS
-_POLLIN: Final = zmq.POLLIN
-_POLLOUT: Final = zmq.POLLOUT
-
-_MAX_FRAMES_PER_WAKEUP: Final = 64  # then let other callbacks run before reading on
-_CLOSE_GRACE_SECONDS: Final = 5.0  # for served tasks to finish after being cancelled
 
 _CALL: Final = int(Kind.CALL)
 _RESULT: Final = int(Kind.RESULT)
@@ -107,14 +86,6 @@ class PeerStatistics:
     frames_queued: int  # frames waiting for the socket to accept them
 
 
-@dataclass(frozen=True, slots=True)
-class _Served:
-    cls: type
-    methods: Mapping[str, RemoteMethod]
-    bound: Mapping[str, Callable[..., Any]]
-    exclude: frozenset[str]
-
-
 class Peer:
     """One end of a channel: serves local objects, proxies remote ones, carries control messages.
 
@@ -141,7 +112,6 @@ class Peer:
             raise ValueError(f"stream_credit must be at least 1, got {stream_credit}")
         self.component = component
         self._socket = socket
-        self._fd = int(_get(socket, zmq.FD))
         self._loop = asyncio.get_running_loop()
         self._max_frame = max_frame_bytes
         self._max_message = max_frame_bytes - FRAME_HEADER_BYTES
@@ -150,37 +120,42 @@ class Peer:
         self._state = PeerState.OPEN
         self._failure: BaseException | None = None  # why it is BROKEN
         self._fatal: BaseException | None = None  # why receiving stopped for good
-        self._outbox: list[bytes] = []
-        self._unsent: deque[bytes] = deque()
-        self._flush_scheduled = False
-        self._reader_on = False
+        self._transport = transport = Transport(
+            socket,
+            self._loop,
+            name=component,
+            max_frame_bytes=max_frame_bytes,
+            on_frame=self._dispatch,
+            on_failure=self._break,
+        )
+        self._enqueue = transport.send
         self._running = False
         self._run_waiter: asyncio.Future[None] | None = None
         self._next_id = 1
         # Outgoing: calls and streams this side started, by id.
         self._calls: dict[int, tuple[asyncio.Future[Any], RemoteMethod]] = {}
         self._streams: dict[int, StreamReader] = {}
-        # Incoming: calls and streams of the other side running here, by the other side's id.
-        self._serving: dict[int, asyncio.Task[None]] = {}
-        self._credits: dict[int, StreamCredit] = {}
-        self._served: dict[str, _Served] = {}
+        # Incoming: the other side's calls and streams, answered by the server.
+        self._server = server = Server(
+            self._loop, transport.send, self._max_message, max_frame_bytes
+        )
         self._handlers: dict[int, Callable[[list[Any]], None]] = {
-            _CALL: self._on_call,
+            _CALL: server.on_call,
             _RESULT: self._on_result,
             _ERROR: self._on_error,
-            _CANCEL: self._on_cancel,
-            _STREAM_OPEN: self._on_stream_open,
+            _CANCEL: server.on_cancel,
+            _STREAM_OPEN: server.on_stream_open,
             _STREAM_ITEM: self._on_stream_item,
             _STREAM_END: self._on_stream_end,
             _STREAM_ERROR: self._on_stream_error,
-            _CREDIT: self._on_credit,
+            _CREDIT: server.on_credit,
             _CONTROL: self._on_control_message,
         }
 
     def __repr__(self) -> str:
         return (
             f"<Peer {self.component} {self._state.value}: {len(self._calls)} calls pending, "
-            f"{len(self._streams)} streams, serving {len(self._serving)}>"
+            f"{len(self._streams)} streams, serving {self._server.active}>"
         )
 
     @property
@@ -189,7 +164,11 @@ class Peer:
 
     def statistics(self) -> PeerStatistics:
         return PeerStatistics(
-            self._state, len(self._calls), len(self._streams), len(self._serving), len(self._unsent)
+            self._state,
+            len(self._calls),
+            len(self._streams),
+            self._server.active,
+            self._transport.queued,
         )
 
     # -- public API -------------------------------------------------------------------------
@@ -200,11 +179,7 @@ class Peer:
         Only the remote interface of ``cls`` is reachable (minus ``exclude``); anything else is
         answered with an error naming what is. Serving a name again replaces the object.
         """
-        if not isinstance(obj, cls):
-            raise TypeError(f"cannot serve {obj!r} as {cls.__qualname__}: it is not an instance")
-        methods = remote_interface(cls, exclude)
-        bound = {method: getattr(obj, method) for method in methods}
-        self._served[name] = _Served(cls, methods, bound, frozenset(exclude))
+        self._server.serve(name, obj, cls, exclude)
 
     def proxy(self, name: str, cls: type, *, exclude: Collection[str] = ()) -> Any:
         """A proxy for the object the other end serves as ``name``, offering ``cls``'s methods."""
@@ -223,15 +198,13 @@ class Peer:
             raise self._fatal
         waiter = self._run_waiter = self._loop.create_future()
         self._running = True
-        self._sync_reader()
-        # Messages that arrived before now raised no edge we could see: look once.
-        self._loop.call_soon(self._on_readable)
+        self._transport.start_reading()
         try:
             await waiter
         finally:
             self._running = False
             self._run_waiter = None
-            self._sync_reader()
+            self._transport.stop_reading()
 
     def send_control(self, kind: str, body: Any = None) -> None:
         """Send a control message to the other end's ``on_control``; ``body`` is plain data."""
@@ -271,23 +244,15 @@ class Peer:
         served calls and streams are cancelled and awaited. The socket is left to its owner."""
         if self._state is PeerState.CLOSED:
             return
-        self._flush()
+        self._transport.flush()
         closed = ComponentCrashed(f"the channel to {self.component} was closed")
         self.fail_pending(self._failure or closed)
         self._state = PeerState.CLOSED
-        self._outbox.clear()
-        self._unsent.clear()
+        self._transport.close()
         waiter = self._run_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
-        self._sync_reader()
-        tasks = list(self._serving.values())
-        self._serving.clear()
-        self._credits.clear()
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=_CLOSE_GRACE_SECONDS)
+        await self._server.aclose()
 
     # -- calls and streams (used by proxies) ------------------------------------------------
 
@@ -369,81 +334,7 @@ class Peer:
                 "frame limit; send less at once or raise max_frame_bytes on both peers"
             )
 
-    # -- sending ----------------------------------------------------------------------------
-
-    def _enqueue(self, message: bytes) -> None:
-        if self._state is PeerState.CLOSED:
-            return
-        self._outbox.append(message)
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        if self._state is PeerState.CLOSED:
-            return
-        socket = self._socket
-        if socket.closed:
-            self._socket_gone()
-            return
-        if self._outbox:
-            self._unsent.extend(build_frames(self._outbox, self._max_frame))
-            self._outbox = []
-        unsent = self._unsent
-        try:
-            while unsent:
-                try:
-                    _send(socket, unsent[0], _NOBLOCK)
-                except zmq.Again:
-                    break  # full or not connected yet: the descriptor signals when it can take more
-                unsent.popleft()
-            more = self._running and int(_get(socket, _EVENTS)) & _POLLIN
-        except zmq.ZMQError as exc:
-            self._break(ComponentCrashed(f"the socket to {self.component} failed: {exc}"))
-            return
-        self._sync_reader()
-        if more:
-            self._loop.call_soon(self._on_readable)
-
     # -- receiving --------------------------------------------------------------------------
-
-    def _sync_reader(self) -> None:
-        want = self._state is not PeerState.CLOSED and (
-            (self._running and self._fatal is None) or bool(self._unsent)
-        )
-        if want and not self._socket.closed and not self._reader_on:
-            self._loop.add_reader(self._fd, self._on_readable)
-            self._reader_on = True
-        elif not want and self._reader_on:
-            self._loop.remove_reader(self._fd)
-            self._reader_on = False
-
-    def _on_readable(self) -> None:
-        socket = self._socket
-        if self._state is PeerState.CLOSED:
-            return
-        if socket.closed:
-            self._socket_gone()
-            return
-        try:
-            events = int(_get(socket, _EVENTS))
-            frames = 0
-            while events & _POLLIN and self._running and self._fatal is None:
-                self._dispatch(_recv(socket, _NOBLOCK))
-                frames += 1
-                if frames == _MAX_FRAMES_PER_WAKEUP:
-                    self._loop.call_soon(self._on_readable)
-                    break
-                events = int(_get(socket, _EVENTS))
-        except zmq.ZMQError as exc:
-            self._break(ComponentCrashed(f"the socket to {self.component} failed: {exc}"))
-            return
-        except Exception as exc:  # a bad frame, or on_control rejecting a message
-            self._break(exc)
-            return
-        if self._outbox or (self._unsent and events & _POLLOUT):
-            self._flush()
 
     def _dispatch(self, frame: bytes) -> None:
         handlers = self._handlers
@@ -457,15 +348,11 @@ class Peer:
         self.fail_pending(exc)
         self._failure = self._fatal = exc
         self._state = PeerState.BROKEN
-        for task in self._serving.values():
-            task.cancel()
+        self._transport.stop_reading()
+        self._server.cancel_all()
         waiter = self._run_waiter
         if waiter is not None and not waiter.done():
             waiter.set_exception(exc)
-        self._sync_reader()
-
-    def _socket_gone(self) -> None:
-        self._break(ComponentCrashed(f"the socket to {self.component} was closed"))
 
     # -- answers to this side's calls and streams -------------------------------------------
 
@@ -511,170 +398,3 @@ class Peer:
     def _on_control_message(self, message: list[Any]) -> None:
         if self._on_control is not None:
             self._on_control(message[3], message[4])
-
-    # -- serving the other side's calls and streams -----------------------------------------
-
-    def _lookup(self, message: list[Any], stream: bool) -> tuple[_Served, RemoteMethod] | None:
-        reply_kind = _STREAM_ERROR if stream else _ERROR
-        target, name = message[3], message[4]
-        served = self._served.get(target)
-        if served is None:
-            offered = ", ".join(sorted(self._served)) or "nothing"
-            self._reply_error(
-                reply_kind,
-                message[2],
-                LookupError(f"nothing is served as {target!r} here (serving: {offered})"),
-            )
-            return None
-        method = served.methods.get(name)
-        if method is None or method.stream is not stream:
-            if method is not None:
-                kind = "an async generator (a stream)" if method.stream else "not a stream"
-                why = f"{served.cls.__qualname__}.{name} is {kind}"
-            else:
-                why = explain_unreachable(served.cls, name, served.exclude)
-            self._reply_error(reply_kind, message[2], AttributeError(why))
-            return None
-        return served, method
-
-    def _decoded(
-        self, message: list[Any], method: RemoteMethod, reply_kind: int
-    ) -> tuple[list[Any], dict[str, Any]] | None:
-        try:
-            return method.codec.decode_args(message[5], message[6])
-        except SerializationError as exc:
-            self._reply_error(reply_kind, message[2], exc, ErrorCode.SERIALIZATION)
-            return None
-
-    def _on_call(self, message: list[Any]) -> None:
-        found = self._lookup(message, stream=False)
-        if found is None:
-            return
-        served, method = found
-        decoded = self._decoded(message, method, _ERROR)
-        if decoded is None:
-            return
-        call_id = message[2]
-        try:
-            coro = served.bound[method.name](*decoded[0], **decoded[1])
-        except Exception as exc:  # e.g. TypeError: arguments that do not fit the signature
-            self._reply_error(_ERROR, call_id, exc)
-            return
-        self._start(call_id, self._answer(call_id, method, coro))
-
-    def _start(self, call_id: int, coro: Coroutine[Any, Any, None]) -> None:
-        task = start_task(self._loop, coro)
-        if not task.done():
-            self._serving[call_id] = task
-            task.add_done_callback(lambda _: self._serving.pop(call_id, None))
-
-    async def _answer(
-        self, call_id: int, method: RemoteMethod, coro: Coroutine[Any, Any, Any]
-    ) -> None:
-        try:
-            result = await coro
-        except asyncio.CancelledError as exc:
-            self._reply_cancelled(_ERROR, call_id, exc)
-            raise
-        except BaseException as exc:
-            self._reply_error(_ERROR, call_id, exc)
-            if not isinstance(exc, Exception):
-                raise
-            return
-        label = method.codec.label
-        try:
-            message = pack(_RESULT, call_id, method.codec.encode_result(result))
-            self._check_size(message, f"{label} return value")
-        except _PACK_ERRORS as exc:
-            failure = SerializationError(f"{label} return value: {exc}")
-            self._reply_error(_ERROR, call_id, failure, ErrorCode.SERIALIZATION)
-        except SerializationError as exc:
-            self._reply_error(_ERROR, call_id, exc, ErrorCode.SERIALIZATION)
-        else:
-            self._enqueue(message)
-
-    def _on_cancel(self, message: list[Any]) -> None:
-        task = self._serving.pop(message[2], None)
-        self._credits.pop(message[2], None)
-        if task is not None:
-            task.cancel()
-
-    def _on_stream_open(self, message: list[Any]) -> None:
-        found = self._lookup(message, stream=True)
-        if found is None:
-            return
-        served, method = found
-        decoded = self._decoded(message, method, _STREAM_ERROR)
-        if decoded is None:
-            return
-        stream_id = message[2]
-        try:
-            generator = served.bound[method.name](*decoded[0], **decoded[1])
-        except Exception as exc:
-            self._reply_error(_STREAM_ERROR, stream_id, exc)
-            return
-        credit = self._credits[stream_id] = StreamCredit(message[7], self._loop)
-        self._start(stream_id, self._pump(stream_id, method, generator, credit))
-
-    def _on_credit(self, message: list[Any]) -> None:
-        credit = self._credits.get(message[2])
-        if credit is not None:
-            credit.grant(message[3])
-
-    async def _pump(
-        self, stream_id: int, method: RemoteMethod, generator: Any, credit: StreamCredit
-    ) -> None:
-        encode = method.codec.encode_result
-        try:
-            while True:
-                await credit.acquire()
-                try:
-                    item = await generator.__anext__()
-                except StopAsyncIteration:
-                    self._enqueue(pack(_STREAM_END, stream_id))
-                    return
-                try:
-                    message = pack(_STREAM_ITEM, stream_id, encode(item))
-                except _PACK_ERRORS as exc:
-                    raise SerializationError(f"{method.codec.label} item: {exc}") from exc
-                self._check_size(message, f"{method.codec.label} item")
-                self._enqueue(message)
-        except asyncio.CancelledError as exc:
-            self._reply_cancelled(_STREAM_ERROR, stream_id, exc)
-            raise
-        except SerializationError as exc:
-            self._reply_error(_STREAM_ERROR, stream_id, exc, ErrorCode.SERIALIZATION)
-        except BaseException as exc:
-            self._reply_error(_STREAM_ERROR, stream_id, exc)
-            if not isinstance(exc, Exception):
-                raise
-        finally:
-            self._credits.pop(stream_id, None)
-            await generator.aclose()
-
-    def _reply_cancelled(self, kind: int, msg_id: int, exc: asyncio.CancelledError) -> None:
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            return  # cancelled from here (the caller asked, or the channel closes): no answer
-        self._reply_error(kind, msg_id, exc)  # the method itself raised CancelledError
-
-    def _reply_error(
-        self, kind: int, msg_id: int, exc: BaseException, code: ErrorCode = ErrorCode.RAISED
-    ) -> None:
-        if isinstance(exc, RemoteError):  # an error from a further hop keeps its original type
-            remote_type, text = exc.remote_type, exc.remote_message
-        else:
-            cls = type(exc)
-            module = cls.__module__
-            remote_type = (
-                cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-            )
-            text = str(exc)
-        trace = "".join(traceback.format_exception(exc))
-        try:
-            message = pack(kind, msg_id, remote_type, text, trace, int(code))
-        except _PACK_ERRORS:  # pragma: no cover - strings always pack
-            return
-        if len(message) > self._max_message:
-            message = pack(kind, msg_id, remote_type, text[:1000], trace[-4000:], int(code))
-        self._enqueue(message)

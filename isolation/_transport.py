@@ -1,0 +1,164 @@
+"""Transport: frames in and out of one ZeroMQ socket, without ever awaiting the socket.
+
+Sending: :meth:`Transport.send` appends a packed message to an outbox and, on the first
+message of an event-loop pass, schedules one flush (``call_soon``). The flush groups the outbox
+into as few frames as the size limit allows (everything produced in that pass usually leaves as
+one ZeroMQ message) and sends them without blocking. Frames a full or not-yet-connected socket
+refuses wait, in order, until the socket says it can take more.
+
+Receiving: while reading is on, a reader callback on the socket's file descriptor drains it and
+hands each frame to ``on_frame``, at most a bounded number per wake-up so other callbacks get
+their turn; replies produced meanwhile are flushed before the callback returns.
+
+ZeroMQ's descriptor is edge-triggered and any socket operation may consume the edge: after
+sends the socket is asked whether messages arrived meanwhile, so none waits for the next edge.
+Failures (a closed or broken socket, an exception from ``on_frame``) go to ``on_failure``.
+
+The socket may be a plain or an asyncio ZeroMQ socket: the unbound ``zmq.Socket`` methods used
+here skip zmq.asyncio's future machinery, which the transport never needs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable
+from typing import Any, Final
+
+import zmq
+
+from ._errors import ComponentCrashed
+from ._protocol import build_frames
+
+__all__ = ["Transport"]
+
+_send = zmq.Socket.send
+_recv = zmq.Socket.recv
+_get = zmq.Socket.get
+_NOBLOCK: Final = zmq.NOBLOCK
+_EVENTS: Final = zmq.EVENTS
+_POLLIN: Final = zmq.POLLIN
+_POLLOUT: Final = zmq.POLLOUT
+_MAX_FRAMES_PER_WAKEUP: Final = 64  # then let other callbacks run before reading on
+
+
+class Transport:
+    """Frames over one connected single-part ZeroMQ socket (PAIR or DEALER)."""
+
+    def __init__(
+        self,
+        socket: zmq.Socket[Any],
+        loop: asyncio.AbstractEventLoop,
+        *,
+        name: str,
+        max_frame_bytes: int,
+        on_frame: Callable[[bytes], None],
+        on_failure: Callable[[BaseException], None],
+    ) -> None:
+        self._socket = socket
+        self._fd = int(_get(socket, zmq.FD))
+        self._loop = loop
+        self._name = name
+        self._max_frame = max_frame_bytes
+        self._on_frame = on_frame
+        self._on_failure = on_failure
+        self._outbox: list[bytes] = []
+        self._unsent: deque[bytes] = deque()
+        self._flush_scheduled = False
+        self._reader_on = False
+        self._reading = False
+        self._closed = False
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting for the socket to accept them."""
+        return len(self._unsent)
+
+    def send(self, message: bytes) -> None:
+        """Queue a packed message; it leaves with the others of this loop pass."""
+        if self._closed:
+            return
+        self._outbox.append(message)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self.flush)
+
+    def start_reading(self) -> None:
+        self._reading = True
+        self._sync_reader()
+        # Messages that arrived before now raised no edge we could see: look once.
+        self._loop.call_soon(self._on_readable)
+
+    def stop_reading(self) -> None:
+        self._reading = False
+        self._sync_reader()
+
+    def close(self) -> None:
+        """Send nothing more (queued frames are dropped) and stop watching the socket."""
+        self._closed = True
+        self._outbox.clear()
+        self._unsent.clear()
+        self._sync_reader()
+
+    def flush(self) -> None:
+        """Send what is queued, as far as the socket takes it now."""
+        self._flush_scheduled = False
+        if self._closed:
+            return
+        socket = self._socket
+        if socket.closed:
+            self._on_failure(ComponentCrashed(f"the socket to {self._name} was closed"))
+            return
+        if self._outbox:
+            self._unsent.extend(build_frames(self._outbox, self._max_frame))
+            self._outbox = []
+        unsent = self._unsent
+        try:
+            while unsent:
+                try:
+                    _send(socket, unsent[0], _NOBLOCK)
+                except zmq.Again:
+                    break  # full or not connected yet: the descriptor signals when it can take more
+                unsent.popleft()
+            more = self._reading and int(_get(socket, _EVENTS)) & _POLLIN
+        except zmq.ZMQError as exc:
+            self._on_failure(ComponentCrashed(f"the socket to {self._name} failed: {exc}"))
+            return
+        self._sync_reader()
+        if more:
+            self._loop.call_soon(self._on_readable)
+
+    def _sync_reader(self) -> None:
+        want = not self._closed and (self._reading or bool(self._unsent))
+        if want and not self._socket.closed and not self._reader_on:
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._reader_on = True
+        elif not want and self._reader_on:
+            self._loop.remove_reader(self._fd)
+            self._reader_on = False
+
+    def _on_readable(self) -> None:
+        if self._closed:
+            return
+        socket = self._socket
+        if socket.closed:
+            self._on_failure(ComponentCrashed(f"the socket to {self._name} was closed"))
+            return
+        try:
+            events = int(_get(socket, _EVENTS))
+            frames = 0
+            while events & _POLLIN and self._reading:
+                self._on_frame(_recv(socket, _NOBLOCK))
+                frames += 1
+                if frames == _MAX_FRAMES_PER_WAKEUP:
+                    self._loop.call_soon(self._on_readable)
+                    break
+                events = int(_get(socket, _EVENTS))
+        except zmq.ZMQError as exc:
+            self._on_failure(ComponentCrashed(f"the socket to {self._name} failed: {exc}"))
+            return
+        except Exception as exc:  # a bad frame, or a handler rejecting a message
+            self._on_failure(exc)
+            return
+        if self._outbox or (self._unsent and events & _POLLOUT):
+            self.flush()
