@@ -7,6 +7,9 @@ same work, and printed as one table (row, ours, baseline, ratio):
   proxy (a short string argument and result, validated against the annotations), one call at a
   time. Floor: raw pyzmq asyncio REQ/REP over ipc:// between two processes, same payload.
   Median of individual calls. Target: ratio <= 1.3.
+
+Figures and floors are measured alternately, three times each, and the medians compared: on a
+shared machine the load changes between runs, and alternating exposes both to it alike.
 - pipelined calls: the same call with 64 in flight (64 coroutines calling in a loop). Floor:
   raw asyncio DEALER/ROUTER with 64 in flight (futures resolved by a reader task). Target:
   ratio >= 3, from coalescing every message of a loop pass into one ZeroMQ message.
@@ -50,11 +53,12 @@ sys.path.insert(0, str(ROOT))
 from isolation import Peer  # noqa: E402
 
 PAYLOAD = "ETH/USD@3012.25"
-CALLS = 5000  # timed sequential calls per transport (after WARMUP)
+CALLS = 3000  # timed sequential calls per transport (after WARMUP)
 WARMUP = 500
 IN_FLIGHT = 64
 PIPELINED_CALLS = 20_000  # per round
-ROUNDS = 5
+ROUNDS = 3  # timed rounds per throughput figure, within one child
+REPEATS = 3  # each figure and its floor, measured alternately
 STREAM_ITEMS = 50_000
 SLOW_ITEMS = 5_000
 SLOW_WORK_SECONDS = 50e-6
@@ -210,7 +214,7 @@ async def child_peer_stream(endpoint: str) -> dict[str, float]:
             async for _item in bench.ticks(STREAM_ITEMS):
                 pass
             fast.append(STREAM_ITEMS / (time.perf_counter() - start))
-        for _ in range(3):
+        for _ in range(ROUNDS):
             start = time.perf_counter()
             async for _item in bench.ticks(SLOW_ITEMS):
                 busy(SLOW_WORK_SECONDS)
@@ -424,19 +428,26 @@ def ray_call_us() -> float | None:
 
 
 async def measure_wire(ipc: Path) -> dict[str, Any]:
-    figures: dict[str, Any] = {}
-    figures["raw_call"] = (await measure("raw-reqrep", zmq.REP, serve_raw_rep, ipc))["us"]
-    figures["call"] = (await measure("peer-call", zmq.PAIR, serve_peer, ipc))["us"]
-    raw = await measure("raw-pipelined", zmq.ROUTER, serve_raw_router, ipc)
-    figures["raw_pipelined"] = raw["per_s"]
-    figures["pipelined"] = (await measure("peer-pipelined", zmq.PAIR, serve_peer, ipc))["per_s"]
-    figures["raw_stream"] = (await measure("raw-stream", zmq.DEALER, serve_raw_stream, ipc))[
-        "per_s"
-    ]
-    stream = await measure("peer-stream", zmq.PAIR, serve_peer, ipc)
-    figures["stream"], figures["slow_stream"] = stream["fast_per_s"], stream["slow_per_s"]
-    figures["slow_floor"] = await slow_local_floor()
-    return figures
+    """Each figure beside its floor, alternating them REPEATS times so that a change of load on
+    the machine hits both alike; the median of each is kept."""
+    runs: dict[str, list[float]] = {}
+
+    def keep(name: str, value: float) -> None:
+        runs.setdefault(name, []).append(value)
+
+    for _ in range(REPEATS):
+        keep("raw_call", (await measure("raw-reqrep", zmq.REP, serve_raw_rep, ipc))["us"])
+        keep("call", (await measure("peer-call", zmq.PAIR, serve_peer, ipc))["us"])
+        raw = await measure("raw-pipelined", zmq.ROUTER, serve_raw_router, ipc)
+        keep("raw_pipelined", raw["per_s"])
+        keep("pipelined", (await measure("peer-pipelined", zmq.PAIR, serve_peer, ipc))["per_s"])
+        raw = await measure("raw-stream", zmq.DEALER, serve_raw_stream, ipc)
+        keep("raw_stream", raw["per_s"])
+        stream = await measure("peer-stream", zmq.PAIR, serve_peer, ipc)
+        keep("stream", stream["fast_per_s"])
+        keep("slow_stream", stream["slow_per_s"])
+        keep("slow_floor", await slow_local_floor())
+    return {name: statistics.median(values) for name, values in runs.items()}
 
 
 def row(name: str, ours: float | None, baseline: float | None, unit: str, target: str) -> str:

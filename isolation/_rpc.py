@@ -301,6 +301,9 @@ class Peer:
         def grant(n: int) -> None:
             if stream_id in self._streams:
                 self._enqueue(pack(_CREDIT, stream_id, n))
+                # Now, not at the end of the pass: a busy consumer may not yield to the loop
+                # until its buffer is empty, and the producer would idle until then.
+                self._transport.flush()
 
         reader = StreamReader(codec.label, self._credit, grant, self._loop)
         self._streams[stream_id] = reader
