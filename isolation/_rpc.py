@@ -70,6 +70,9 @@ _PACK_ERRORS: Final = (TypeError, ValueError, OverflowError)
 
 
 class PeerState(enum.Enum):
+    """Where a :class:`Peer` is: OPEN carries calls; BROKEN (after ``fail_pending`` or a bad
+    frame) fails new calls at once but still carries control messages; CLOSED after ``aclose``."""
+
     OPEN = "open"
     BROKEN = "broken"
     CLOSED = "closed"
