@@ -12,6 +12,19 @@ restart policy applies as for any crash.
 
 In the child, :func:`build_in_child` constructs the component from the same annotations the
 parent resolved, with proxies in place of the dependencies and the validated config.
+
+Redeploying (``Runtime.redeploy``) starts the next incarnations with *fresh code*. A child is a
+fork of the warm zygote, which holds the code as it was imported when the system started, so
+the payload carries a ``fresh`` entry: the component's module and source file. The child
+executes that file anew before it builds the component — into the module's own namespace for
+an importable module (like ``importlib.reload``, but always from the source: a byte-code cache
+can be stale when a file is edited twice within its timestamp's resolution), or into a new
+module for a component defined in the program file (``__main__``), named so that its
+``if __name__ == "__main__":`` block does not run. Only that module is executed again; the
+modules it imports, and the types the rest of the system shares with it, stay as they are.
+
+With a :class:`~minions._telemetry.CallObserver` (metrics on), the proxy dependents receive and
+the services the child reaches are measured stand-ins (:mod:`minions._measured`).
 """
 
 from __future__ import annotations
@@ -19,9 +32,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import importlib.util
 import os
 import signal
-from collections.abc import Callable, Mapping
+import sys
+import types
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +47,25 @@ import structlog
 
 from isolation import ChildProcess, ChildSpec, ChildStartError, Isolation, Zygote, reference
 
-from ._component import Component, Resource, has_own_run
-from ._errors import ComponentOptionsError, StartupError
+from ._component import Component, Resource, component_name, has_own_run
+from ._errors import ComponentOptionsError, RuntimeStateError, StartupError
 from ._graph import Node, declared_config, declared_dependencies
 from ._host import Outcome, construct_with
 from ._policy import Policy
+from ._telemetry import CallObserver
 
 log = structlog.get_logger("minions")
 
 FACTORY = "minions._isolated:build_in_child"
+#: The module name a program file's code is executed under when it is redeployed.
+REDEPLOYED_MAIN = "__minions_main__"
+
+
+@dataclass(frozen=True)
+class ChildOutcome(Outcome):
+    """An isolated incarnation's end; ``reason`` is how its child ended (``ChildExit.reason``)."""
+
+    reason: str = "died"
 
 
 def isolation_of(node: Node, isolated: object) -> Isolation:
@@ -81,14 +108,41 @@ class Zygotes:
             await zygote.aclose()
 
 
-class IsolatedHost:
-    """Runs one incarnation of a component in a child process."""
+def fresh_source(cls: type) -> dict[str, str]:
+    """Where a redeployed child finds ``cls``'s code again; a clear error if it cannot."""
+    module = sys.modules.get(cls.__module__)
+    path = getattr(module, "__file__", None)
+    if not isinstance(path, str) or not path.endswith(".py") or not os.path.isfile(path):
+        raise RuntimeStateError(
+            f"cannot redeploy {cls.__qualname__}: its module {cls.__module__!r} was not loaded "
+            f"from a .py file ({path or 'no file'}); restart it instead"
+        )
+    return {"module": cls.__module__, "file": os.path.abspath(path)}
 
-    def __init__(self, node: Node, policy: Policy, isolated: object, zygotes: Zygotes) -> None:
+
+class IsolatedHost:
+    """Runs one incarnation of a component in a child process.
+
+    ``fresh_code`` makes the child execute the component's module anew (a redeploy);
+    ``observer`` measures the calls that cross the boundary.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        policy: Policy,
+        isolated: object,
+        zygotes: Zygotes,
+        *,
+        fresh_code: bool = False,
+        observer: CallObserver | None = None,
+    ) -> None:
         self._node = node
         self._policy = policy
         self._isolation = isolation_of(node, isolated)
         self._zygotes = zygotes
+        self._fresh_code = fresh_code
+        self._observer = observer
         self._child: ChildProcess | None = None
         self._proxy: object | None = None
 
@@ -97,7 +151,12 @@ class IsolatedHost:
         if self._proxy is None:
             if self._child is None:
                 raise RuntimeError(f"{self._node.name} has not been started")
-            self._proxy = self._child.proxy(self._node.cls)
+            proxy = self._child.proxy(self._node.cls)
+            if self._observer is not None:
+                from ._measured import measured_proxy
+
+                proxy = measured_proxy(proxy, self._node.cls, self._node.name, self._observer)
+            self._proxy = proxy
         return self._proxy
 
     @property
@@ -106,17 +165,32 @@ class IsolatedHost:
 
     async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None:
         node = self._node
+        payload: dict[str, Any] = {
+            "component": reference(node.cls),
+            "config": _dump_config(node, config),
+        }
+        if self._fresh_code:
+            try:
+                payload["fresh"] = fresh_source(node.cls)
+            except RuntimeStateError as exc:
+                raise StartupError(node.name, str(exc)) from None
         spec = ChildSpec(
             component=node.name,
             factory=FACTORY,
             services={dep.name: reference(bound) for dep, bound in node.dependencies},
-            payload={
-                "component": reference(node.cls),
-                "config": _dump_config(node, config),
-            },
+            payload=payload,
             isolation=self._isolation,
         )
         services = {dep.name: provided[bound] for dep, bound in node.dependencies}
+        if self._observer is not None:
+            from ._measured import measured_service
+
+            services = {
+                dep.name: measured_service(
+                    provided[bound], bound, node.name, component_name(bound), self._observer
+                )
+                for dep, bound in node.dependencies
+            }
         # Spawned in a context tagged with the component, so that the calls its child makes
         # into this process (served by tasks of that channel) log under the component's name.
         context = contextvars.copy_context()
@@ -135,9 +209,12 @@ class IsolatedHost:
         assert self._child is not None
         end = await self._child.wait()
         if end.reason == "returned":
-            return Outcome(False, "run() returned")
-        return Outcome(
-            True, f"child {end.cause}" if end.reason != "raised" else end.cause, end.error
+            return ChildOutcome(False, "run() returned", reason=end.reason)
+        return ChildOutcome(
+            True,
+            f"child {end.cause}" if end.reason != "raised" else end.cause,
+            end.error,
+            reason=end.reason,
         )
 
     async def stop(self) -> None:
@@ -154,7 +231,11 @@ def build_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> Co
     """The child's factory: construct the component with proxies for its dependencies."""
     from isolation import resolve
 
-    cls = resolve(payload["component"], what="component")
+    fresh = payload.get("fresh")
+    if fresh:
+        cls = _fresh_class(payload["component"], fresh)
+    else:
+        cls = resolve(payload["component"], what="component")
     dependencies = {dep.name: proxies[dep.name] for dep in declared_dependencies(cls)}
     config_type, config_via = declared_config(cls)
     config = None
@@ -167,6 +248,50 @@ def build_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> Co
         # it is stopped, as it does in-process.
         instance.run = _until_stopped  # type: ignore[method-assign]
     return instance
+
+
+def _fresh_class(component: str, fresh: Mapping[str, str]) -> Any:
+    """Execute the component's module from its source file again; return the new class."""
+    module_name, qualname = component.split(":")
+    path = fresh["file"]
+    if module_name == "__main__":
+        old_main = sys.modules.get("__main__")
+        module = types.ModuleType(REDEPLOYED_MAIN)
+        module.__file__ = path
+        module.__package__ = getattr(old_main, "__package__", None)
+        # Registered so that the new classes' string annotations resolve in their module.
+        sys.modules[REDEPLOYED_MAIN] = module
+    else:
+        module = sys.modules.get(module_name) or importlib.import_module(module_name)
+    try:
+        with open(path, "rb") as f:
+            source = importlib.util.decode_source(f.read())
+        code = compile(source, path, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+        raise ImportError(f"cannot load the new code of {qualname} from {path}: {exc}") from exc
+    with _run_suppressed():
+        exec(code, module.__dict__)
+    target: Any = module
+    for part in qualname.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise ImportError(
+                f"{qualname} is no longer defined in {path}; it cannot be redeployed"
+            ) from None
+    return target
+
+
+@contextlib.contextmanager
+def _run_suppressed() -> Iterator[None]:
+    """While a module's code runs again in a child, a top-level ``run(...)`` call does nothing."""
+    from . import _run
+
+    _run.REDEPLOYING = True
+    try:
+        yield
+    finally:
+        _run.REDEPLOYING = False
 
 
 async def _until_stopped() -> None:
