@@ -9,6 +9,13 @@ It returns after a clean stop. Otherwise it raises :class:`SystemExit` so that t
 exit status tells a service manager what happened: 1 when a component was given up, 128 + the
 signal number when a second signal forced the stop. Definition errors (a cycle, a missing
 dependency, invalid config) are raised before anything starts.
+
+While it runs, the system answers the ``minions`` command on its control socket
+(``minions._control``; ``minions stop`` is a graceful stop like the first signal) and, when a
+metrics port is configured, serves Prometheus metrics on ``127.0.0.1`` (``minions._metrics``).
+The port comes from ``$MINIONS_METRICS_PORT`` (what ``minions run --metrics-port`` sets), else
+``run(metrics_port=...)``, else ``metrics_port`` in the ``[minions]`` table of the config;
+``0`` picks a free port. Without one, metrics are off.
 """
 
 from __future__ import annotations
@@ -16,19 +23,27 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
 from ._component import Component
+from ._config import ConfigSource
+from ._errors import ConfigError
 from ._logging import configure_logging
-from ._runtime import OptionsMapping, Runtime, default_project_dir
+from ._runtime import Extension, OptionsMapping, Runtime, default_project_dir
 
 log = structlog.get_logger("minions")
 
 EXIT_GIVEN_UP = 1
+METRICS_PORT_ENV = "MINIONS_METRICS_PORT"
+CONFIG_TABLE = "minions"
+
+#: Set in an isolated child while a redeployed module's code runs again: a ``run(...)`` call at
+#: the top level of that module must not start a second system inside the child.
+REDEPLOYING = False
 
 
 def run(
@@ -38,20 +53,30 @@ def run(
     project_dir: str | os.PathLike[str] | None = None,
     log_level: str = "info",
     stop_after: float | None = None,
+    metrics_port: int | None = None,
 ) -> None:
     """Run ``components`` (and their dependencies) until they finish or a signal stops them.
 
     ``options`` sets per-component options (restart policy, timeouts, ``isolated``), keyed by
     class or component name, e.g. ``options={ThirdPartyStrategy: {"isolated": True}}``.
-    ``stop_after`` stops gracefully after that many seconds.
+    ``stop_after`` stops gracefully after that many seconds. ``metrics_port`` serves Prometheus
+    metrics on ``127.0.0.1:<port>`` (see the module docstring for where else it may be set).
     """
+    if REDEPLOYING:
+        return
     if not components:
         raise TypeError("run() needs at least one component class, e.g. run(MyMinion)")
     directory = Path(project_dir).resolve() if project_dir else default_project_dir()
+    port = resolve_metrics_port(metrics_port, config, directory, os.environ)
     configure_logging(project_dir=directory, level=log_level)
     code = _run_to_the_end(
         _main(
-            components, config=config, options=options, project_dir=directory, stop_after=stop_after
+            components,
+            config=config,
+            options=options,
+            project_dir=directory,
+            stop_after=stop_after,
+            metrics_port=port,
         )
     )
     if code:
@@ -65,11 +90,19 @@ async def _main(
     options: OptionsMapping | None,
     project_dir: str | os.PathLike[str],
     stop_after: float | None,
+    metrics_port: int | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     force = asyncio.Event()
     received: list[int] = []
+    stop_reason: list[str] = []
+
+    def on_stop_request() -> None:
+        if not stop.is_set():
+            stop_reason.append("stop requested on the control socket")
+            log.warning("runtime.stopping", reason=stop_reason[0])
+            stop.set()
 
     def on_signal(signum: int) -> None:
         received.append(signum)
@@ -83,7 +116,12 @@ async def _main(
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
-    runtime = Runtime(config=config, options=options, project_dir=project_dir)
+    runtime = Runtime(
+        config=config,
+        options=options,
+        project_dir=project_dir,
+        extensions=_extensions(metrics_port, on_stop_request),
+    )
     try:
         log.info(
             "runtime.starting", components=[getattr(c, "__name__", repr(c)) for c in components]
@@ -99,7 +137,8 @@ async def _main(
             if stop_after is not None:
                 waits.append(asyncio.sleep(stop_after))
             await _until_first(*waits)
-        log.info("runtime.stopping", reason="signal" if received else "done")
+        if not stop_reason:
+            log.info("runtime.stopping", reason="signal" if received else "done")
         forced = await _until_first(runtime.stop(), force.wait()) == 1
         if forced:
             runtime.kill()
@@ -113,6 +152,49 @@ async def _main(
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
+
+
+def _extensions(metrics_port: int | None, on_stop: Callable[[], None]) -> list[Extension]:
+    from ._control import ControlServer
+
+    extensions: list[Extension] = []
+    metrics = None
+    if metrics_port is not None:
+        from ._metrics import MetricsEndpoint
+
+        metrics = MetricsEndpoint(metrics_port)
+        extensions.append(metrics)  # attached first: it measures the first components too
+    extensions.append(ControlServer(on_stop=on_stop, metrics=metrics))
+    return extensions
+
+
+def resolve_metrics_port(
+    explicit: int | None,
+    config: str | os.PathLike[str] | Mapping[str, Any] | None,
+    project_dir: Path,
+    environ: Mapping[str, str],
+) -> int | None:
+    """The metrics port, from the environment, ``run()``'s argument or the config; or None."""
+    value: object
+    if environ.get(METRICS_PORT_ENV):
+        value, origin = environ[METRICS_PORT_ENV], f"${METRICS_PORT_ENV}"
+    elif explicit is not None:
+        value, origin = explicit, "run(metrics_port=...)"
+    else:
+        source = ConfigSource.load(config, project_dir)
+        table = source.tables.get(CONFIG_TABLE, {})
+        if "metrics_port" not in table:
+            return None
+        value, origin = table["metrics_port"], f"metrics_port in [minions] of {source.origin}"
+    try:
+        port = int(value) if isinstance(value, int | str) and not isinstance(value, bool) else -1
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise ConfigError(
+            f"{origin} must be a port number from 0 to 65535 (0 picks a free port), got {value!r}"
+        )
+    return port
 
 
 LEFTOVER_GRACE = 1.0

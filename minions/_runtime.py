@@ -8,6 +8,13 @@
     # leaving the block stops everything in reverse dependency order
 
 :func:`minions.run` is the blocking front door built on it.
+
+Operating a running system plugs in through two small hooks, so that the core imports neither
+the control socket nor prometheus-client: *extensions* (:class:`Extension`) are attached just
+before the first components start and detached once everything has stopped — :func:`minions.run`
+attaches the control socket (``minions._control``) and, when configured, the metrics endpoint
+(``minions._metrics``); and a :class:`~minions._telemetry.CallObserver` set as
+:attr:`Runtime.call_observer` measures the calls that cross isolation boundaries.
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
 
 from ._clock import Clock, MonotonicClock
 from ._component import Component, ComponentState
@@ -26,6 +35,7 @@ from ._config import ConfigSource
 from ._errors import (
     ComponentOptionsError,
     DefinitionError,
+    RuntimeStateError,
     StartupError,
     UnknownComponentError,
 )
@@ -34,14 +44,30 @@ from ._host import Host, LocalHost
 from ._policy import ComponentOptions, Policy, RestartHistory
 from ._status import ComponentStatus
 from ._supervisor import Cell, Supervisor
+from ._telemetry import CallObserver
 
 if TYPE_CHECKING:
     from ._isolated import Zygotes
+
+log = structlog.get_logger("minions")
 
 ComponentRef = type[Component] | str
 OptionsMapping = Mapping[ComponentRef, ComponentOptions | Mapping[str, Any]]
 
 _AT_REST = frozenset({ComponentState.COMPLETED, ComponentState.STOPPED, ComponentState.FAILED})
+
+
+class Extension(Protocol):
+    """Something that lives as long as a runtime: the control socket, the metrics endpoint.
+
+    ``attach`` runs once, just before the runtime's first components start (after its zygote
+    is forked: an extension may start threads); ``detach`` runs once everything has stopped.
+    Neither should raise for an operational problem (a port in use): log it and carry on.
+    """
+
+    async def attach(self, runtime: Runtime) -> None: ...
+
+    async def detach(self) -> None: ...
 
 
 def default_project_dir() -> Path:
@@ -60,6 +86,7 @@ class Runtime:
         project_dir: the project folder (state, logs, sockets live in its ``.minions/``).
         clock, rng: injectable time and randomness, for deterministic tests.
         environ: where environment overrides of config values are read (``os.environ``).
+        extensions: see :class:`Extension`.
     """
 
     def __init__(
@@ -71,6 +98,7 @@ class Runtime:
         clock: Clock | None = None,
         rng: random.Random | None = None,
         environ: Mapping[str, str] | None = None,
+        extensions: Sequence[Extension] = (),
     ) -> None:
         self.project_dir = Path(project_dir).resolve() if project_dir else default_project_dir()
         self._config_arg = config
@@ -82,6 +110,11 @@ class Runtime:
         self._configs: dict[type[Any], object | None] = {}
         self._abandoned: set[asyncio.Task[Any]] = set()
         self._zygotes: Zygotes | None = None
+        self._extensions = list(extensions)
+        self._attached: list[Extension] | None = None
+        self._redeployed: set[type[Any]] = set()
+        #: Measures the calls crossing isolation boundaries when set (before start()).
+        self.call_observer: CallObserver | None = None
         self._changed = asyncio.Event()
         self._supervisor = Supervisor(
             clock=self._clock,
@@ -136,6 +169,7 @@ class Runtime:
             # Fork the zygote now, before the new components' startup() creates threads or
             # connections that a fork would copy in a half-made state.
             self._zygote_source().get()
+        await self._attach_extensions()
         try:
             await self._supervisor.start(graph, new_cells, graph.closure(components))
         except StartupError:
@@ -148,6 +182,29 @@ class Runtime:
         """Restart one component, stopping its dependents first and starting them after it."""
         await self._supervisor.restart(self._resolve(component))
 
+    async def redeploy(self, component: ComponentRef) -> None:
+        """Restart an isolated component in a fresh child that executes its module anew.
+
+        The new code runs from then on, restarts after crashes included; dependents restart
+        as with :meth:`restart`, and everything else keeps running. An in-process component
+        cannot be redeployed (its code is this process's): that is a
+        :class:`~minions.RuntimeStateError`.
+        """
+        cls = self._resolve(component)
+        cell = next(c for c in self._supervisor.cells if c.node.cls is cls)
+        if not cell.isolated:
+            raise RuntimeStateError(
+                f"cannot redeploy {cell.name}: it runs in-process, and only isolated components "
+                f"can be redeployed (their child imports the new code). Mark it isolated=True, "
+                f"or restart the program to load new code"
+            )
+        from ._isolated import fresh_source
+
+        fresh_source(cls)  # a module without a source file: refused before anything stops
+        self._redeployed.add(cls)
+        log.info("component.redeploying", component=cell.name)
+        await self._supervisor.restart(cls)
+
     async def stop(self, component: ComponentRef | None = None) -> None:
         """Stop one component (and its dependents), or with no argument everything, in reverse
         dependency order. Stopping everything is final: the runtime cannot start again."""
@@ -155,8 +212,11 @@ class Runtime:
             try:
                 await self._supervisor.close()
             finally:
-                if self._zygotes is not None:
-                    await self._zygotes.aclose()
+                try:
+                    if self._zygotes is not None:
+                        await self._zygotes.aclose()
+                finally:
+                    await self._detach_extensions()
         else:
             await self._supervisor.stop(self._resolve(component))
 
@@ -167,6 +227,17 @@ class Runtime:
     def status(self) -> Mapping[str, ComponentStatus]:
         """A frozen snapshot of every component, by name, in start order."""
         return MappingProxyType({cell.name: cell.snapshot() for cell in self._supervisor.cells})
+
+    def instances(self) -> Mapping[str, object]:
+        """What dependents receive from each running component, by name: the component
+        itself, or for an isolated one a proxy to it."""
+        return MappingProxyType(
+            {
+                cell.name: cell.host.instance
+                for cell in self._supervisor.cells
+                if cell.host is not None and cell.state is ComponentState.RUNNING
+            }
+        )
 
     @property
     def given_up(self) -> list[str]:
@@ -188,6 +259,22 @@ class Runtime:
             await self._changed.wait()
 
     # -- internals -----------------------------------------------------------------------------
+
+    async def _attach_extensions(self) -> None:
+        if self._attached is not None:
+            return
+        self._attached = []
+        for extension in self._extensions:
+            await extension.attach(self)
+            self._attached.append(extension)
+
+    async def _detach_extensions(self) -> None:
+        attached, self._attached = self._attached or [], []
+        for extension in reversed(attached):
+            try:
+                await extension.detach()
+            except Exception as exc:
+                log.error("extension.detach_failed", extension=repr(extension), exc_info=exc)
 
     def _resolve(self, component: ComponentRef) -> type[Any]:
         for cell in self._supervisor.cells:
@@ -265,6 +352,18 @@ class Runtime:
         options = self._options_for(node)
         if options.isolated not in (None, False):
             from ._isolated import IsolatedHost
+            from ._steps import step_names
 
-            return IsolatedHost(node, policy, options.isolated, self._zygote_source())
+            if step_names(node.cls):
+                from ._isolated_workflow import IsolatedWorkflowHost
+
+                return IsolatedWorkflowHost(node, policy, options.isolated, self._zygote_source())
+            return IsolatedHost(
+                node,
+                policy,
+                options.isolated,
+                self._zygote_source(),
+                fresh_code=node.cls in self._redeployed,
+                observer=self.call_observer,
+            )
         return LocalHost(node, policy, on_abandon=self._abandoned.add)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from ._component import ComponentState
@@ -10,7 +11,13 @@ from ._component import ComponentState
 
 @dataclass(frozen=True)
 class ComponentStatus:
-    """One component at one moment: returned by :meth:`minions.Runtime.status`."""
+    """One component at one moment: returned by :meth:`minions.Runtime.status`.
+
+    ``crash_causes`` counts the crashes by a short cause: ``raised`` (``run()`` raised),
+    ``cancelled``, ``returned`` (a resource's ``run()`` ended), ``startup`` (construction or
+    ``startup()`` failed) and, for an isolated component, how its child ended: ``died``,
+    ``hung``, ``protocol``, ``memory``, ``cpu``.
+    """
 
     name: str
     kind: str  # "resource" or "minion"
@@ -21,6 +28,7 @@ class ComponentStatus:
     started_at: datetime | None  # when the current incarnation started (UTC); None unless running
     isolated: bool
     pid: int | None  # the child process of an isolated component
+    crash_causes: Mapping[str, int] = field(default_factory=dict, hash=False)
 
     def __str__(self) -> str:
         text = f"{self.name} ({self.kind}) {self.state.value}, {self.restarts} restarts"

@@ -56,6 +56,7 @@ class Cell:
     generation: int = 0
     restarts: int = 0
     crashes: int = 0
+    crash_causes: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
     started_at: datetime | None = None
     timer: asyncio.Task[None] | None = None
@@ -77,7 +78,22 @@ class Cell:
             started_at=self.started_at,
             isolated=self.isolated,
             pid=self.host.pid if self.host is not None and self.state is _S.RUNNING else None,
+            crash_causes=dict(self.crash_causes),
         )
+
+    def count_crash(self, cause: str) -> None:
+        self.crashes += 1
+        self.crash_causes[cause] = self.crash_causes.get(cause, 0) + 1
+
+
+def crash_cause(outcome: Outcome) -> str:
+    """A short name for why an incarnation ended, from a small fixed set (a metrics label)."""
+    if not outcome.crashed:
+        return "returned"  # only a resource's run() ending is counted as a crash
+    reason = getattr(outcome, "reason", None)  # an isolated child's end: died, hung, memory...
+    if isinstance(reason, str):
+        return reason
+    return "raised" if outcome.error is not None else "cancelled"
 
 
 class Supervisor:
@@ -244,7 +260,7 @@ class Supervisor:
         try:
             await host.start(provided, self._config_factory(cell.node))
         except StartupError as exc:
-            cell.crashes += 1
+            cell.count_crash("startup")
             cell.last_error = str(exc)
             log.error(
                 "component.crashed", component=cell.name, reason=str(exc), exc_info=exc.__cause__
@@ -277,13 +293,14 @@ class Supervisor:
 
     async def _handle_exit(self, cell: Cell, host: Host, outcome: Outcome) -> None:
         crashed, cause = outcome.crashed, outcome.cause
+        kind = crash_cause(outcome)
         if cell.node.kind == "resource" and not crashed:
             crashed = True
             cause = f"{cause}, but a resource's run() must last as long as the resource"
         cell.state = _S.STOPPING
         cell.generation += 1
         if crashed:
-            cell.crashes += 1
+            cell.count_crash(kind)
             cell.last_error = cause
             log.error(
                 "component.crashed", component=cell.name, reason=cause, exc_info=outcome.error

@@ -1,4 +1,5 @@
-"""Where the workflow layer reports: the ``Logger`` and ``Metrics`` protocols and their classes.
+"""Where the workflow layer reports: the ``Logger`` and ``Metrics`` protocols and their classes;
+and where the runtime reports proxied calls: the ``CallObserver`` protocol.
 
 Both are small synchronous protocols, so reporting never adds an ``await`` (or a task switch) to
 a workflow step; an implementation that ships data over a network buffers it itself.
@@ -8,6 +9,10 @@ a workflow step; an implementation that ships data over a network buffers it its
 * :class:`PrometheusMetrics` (Gru's default) keeps counters, gauges and histograms in its own
   prometheus-client registry and, given a port, serves them on ``127.0.0.1`` only;
   :class:`NoOpMetrics` drops everything (``Gru.create(metrics=None)``).
+
+The runtime's own metrics (``minions._metrics``) plug in through :class:`CallObserver`: when a
+runtime has one, the calls and streams that cross an isolation boundary are timed and counted
+per method (``minions._measured``); without one nothing is wrapped and nothing is measured.
 
 Metric names used by the workflow layer (label ``orchestration``)::
 
@@ -27,6 +32,8 @@ from typing import Any, Protocol, runtime_checkable
 import structlog
 
 __all__ = [
+    "CallMeter",
+    "CallObserver",
     "Logger",
     "Metrics",
     "NoOpLogger",
@@ -54,6 +61,31 @@ class Metrics(Protocol):
     def set(self, name: str, value: float, labels: Labels | None = None) -> None: ...
 
     def observe(self, name: str, value: float, labels: Labels | None = None) -> None: ...
+
+
+class CallMeter(Protocol):
+    """Receives the measurements of one remote method, as seen from this process."""
+
+    def call(self, seconds: float, outcome: str) -> None:
+        """A call ended: ``outcome`` is ``ok``, ``error`` or ``cancelled``."""
+        ...
+
+    def stream(self, outcome: str) -> None:
+        """A stream ended (``ok``: exhausted or closed by its consumer)."""
+        ...
+
+    def item(self) -> None:
+        """A stream delivered one item."""
+        ...
+
+
+class CallObserver(Protocol):
+    """Hands out a meter per remote method; asked once per method when a channel is set up."""
+
+    def meter(self, channel: str, target: str, method: str) -> CallMeter:
+        """The meter for ``target.method`` reached over the channel of the isolated component
+        ``channel`` (``channel == target`` for calls into the isolated component itself)."""
+        ...
 
 
 class StructlogLogger:
