@@ -268,7 +268,9 @@ def _fresh_class(component: str, fresh: Mapping[str, str]) -> Any:
             source = importlib.util.decode_source(f.read())
         code = compile(source, path, "exec", dont_inherit=True)
     except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-        raise ImportError(f"cannot load the new code of {qualname} from {path}: {exc}") from exc
+        raise ImportError(
+            f"cannot load the new code of {qualname} from {path}: {type(exc).__name__}: {exc}"
+        ) from exc
     with _run_suppressed():
         exec(code, module.__dict__)
     target: Any = module

@@ -1,0 +1,96 @@
+"""``minions redeploy NAME``: new code for one isolated component while the system runs on.
+
+The test project's isolated components call the in-process ``Recorder`` with their code's
+version when they start, so the system's stdout shows which code a new child runs. The tests
+edit the project's files, redeploy, and watch for the new version.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .conftest import System, cli
+
+
+def components(project: Path) -> dict[str, dict[str, object]]:
+    result = cli("status", "--json", "--project", str(project))
+    assert result.code == 0, result.err
+    return {c["name"]: c for c in json.loads(result.out)["components"]}
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+
+
+def test_redeploy_runs_the_edited_module_in_a_new_child(running: System) -> None:
+    """The component's module is executed anew in the new child; nothing else restarts, and
+    the new code stays in force for later restarts."""
+    before = components(running.project)
+    edit(running.project / "strategy.py", 'VERSION = "v1"', 'VERSION = "v2"')
+    result = cli("redeploy", "Strategy", "--project", str(running.project))
+    assert result.code == 0, result.err
+    pid = int(running.wait_for(r"noted: Strategy v2 pid=(\d+)").group(1))
+    assert result.out == f"redeployed Strategy: running, pid {pid}\n"
+    after = components(running.project)
+    assert after["Strategy"]["pid"] == pid != before["Strategy"]["pid"]
+    assert after["Strategy"]["restarts"] == 1
+    for other in ("Recorder", "Ticker", "MainWorker"):
+        assert after[other]["restarts"] == 0
+    assert after["MainWorker"]["pid"] == before["MainWorker"]["pid"]
+    # A plain restart afterwards forks from the same zygote, yet keeps the new code.
+    assert cli("restart", "Strategy", "--project", str(running.project)).code == 0
+    running.wait_for(r"noted: Strategy v2")
+
+
+def test_redeploy_a_component_defined_in_the_program_file(running: System) -> None:
+    """A component of app.py itself: the file runs again under another module name, so its
+    ``if __name__ == "__main__": run(...)`` block does not start a second system."""
+    edit(running.project / "app.py", 'MAIN_VERSION = "m1"', 'MAIN_VERSION = "m2"')
+    result = cli("redeploy", "MainWorker", "--project", str(running.project))
+    assert result.code == 0, result.err
+    running.wait_for(r"noted: MainWorker m2")
+    assert components(running.project)["MainWorker"]["state"] == "running"
+
+
+def test_redeploy_with_a_top_level_run_call_does_not_nest_a_system(
+    project: Path, start_system: type[System]
+) -> None:
+    """A program file calling ``run(...)`` unguarded at the top level still redeploys: while
+    the file runs again in the child, ``run()`` does nothing."""
+    edit(project / "app.py", 'if __name__ == "__main__":\n    run(', "if True:\n    run(")
+    system = start_system(project)
+    system.wait_for(r"noted: MainWorker m1")
+    edit(project / "app.py", 'MAIN_VERSION = "m1"', 'MAIN_VERSION = "m3"')
+    assert cli("redeploy", "MainWorker", "--project", str(project)).code == 0
+    system.wait_for(r"noted: MainWorker m3")
+    assert [c["state"] for c in components(project).values()] == ["running"] * 4
+
+
+def test_redeploying_an_in_process_component_is_refused(running: System) -> None:
+    """An in-process component's code is the system's own: a one-line error says why and what
+    to do, and nothing is restarted."""
+    result = cli("redeploy", "Ticker", "--project", str(running.project))
+    assert result.code == 1
+    assert result.err.count("\n") == 1
+    assert "cannot redeploy Ticker: it runs in-process" in result.err
+    assert "only isolated components can be redeployed" in result.err
+    assert all(c["restarts"] == 0 for c in components(running.project).values())
+
+
+def test_broken_new_code_fails_the_redeploy_and_a_fix_recovers(running: System) -> None:
+    """New code that does not even compile: the redeploy fails with the syntax error; once the
+    file is fixed, the next redeploy runs it."""
+    path = running.project / "strategy.py"
+    good = path.read_text()
+    path.write_text(good.replace('VERSION = "v1"', 'VERSION = "v4" +'))
+    result = cli("redeploy", "Strategy", "--project", str(running.project))
+    assert result.code == 1
+    assert "failed to restart" in result.err and "SyntaxError" in result.err
+    assert result.err.count("\n") == 1
+    path.write_text(good.replace('VERSION = "v1"', 'VERSION = "v5"'))
+    fixed = cli("redeploy", "Strategy", "--project", str(running.project))
+    assert fixed.code == 0, fixed.err
+    running.wait_for(r"noted: Strategy v5")
