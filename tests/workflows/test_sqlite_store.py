@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import fcntl
 import gc
+import json
 import os
 import select
 import signal
@@ -696,3 +697,214 @@ def test_a_forked_child_gets_a_clear_error(db: Path) -> None:
         os.waitpid(pid, 0)
         store.close()
     assert "forked" in message and "open a new SQLiteStateStore" in message
+
+
+# -- the event loop's fast path -----------------------------------------------------------------
+
+
+class SteppingClock:
+    """A clock that moves ``step`` seconds each time it is read: every commit the store times
+    then lasts exactly ``step``, whatever the disk does."""
+
+    def __init__(self, step: float) -> None:
+        self.step = step
+        self._now = 0.0
+        self._lock = threading.Lock()  # read from the writer thread too
+
+    def now(self) -> float:
+        with self._lock:
+            self._now += self.step
+            return self._now
+
+    async def sleep(self, seconds: float) -> None:
+        raise AssertionError("the store never sleeps on its clock")
+
+
+FAST_PATH_WRITER = """
+import asyncio, json, os, signal, sys
+from minions._sqlite_store import SQLiteStateStore
+
+async def main():
+    store = SQLiteStateStore(sys.argv[1])
+    await store.startup()
+    await store.save_context("wf", "orch", b"committed on the loop")
+    stats = store.statistics()
+    print(json.dumps({"commits": stats.commits, "loop_commits": stats.loop_commits}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_an_idle_save_commits_on_the_loop_before_its_await_returns(db: Path) -> None:
+    """With nothing else being written, a save is committed on the event loop's own thread (no
+    hop to the writer thread), and it is durable when its await returns: a SIGKILL right after
+    still finds the row."""
+    with anyio.fail_after(30):
+        result = await anyio.run_process(
+            [sys.executable, "-c", FAST_PATH_WRITER, str(db)], check=False
+        )
+    assert result.returncode == -signal.SIGKILL, result.stderr.decode()
+    assert json.loads(result.stdout) == {"commits": 1, "loop_commits": 1}
+    assert raw_rows(db) == [("wf", "orch", b"committed on the loop")]
+
+
+async def test_the_saves_of_one_loop_pass_are_one_transaction(store: SQLiteStateStore) -> None:
+    """Saves submitted during one pass of the event loop (here: 50 tasks started together) are
+    committed in a single transaction, on the loop's thread, before any of them returns."""
+    before = store.statistics()
+    with anyio.fail_after(10):
+        await asyncio.gather(*(store.save_context(f"wf-{i}", "orch", b"x") for i in range(50)))
+    after = store.statistics()
+    assert (after.commits - before.commits, after.rows - before.rows) == (1, 50)
+    assert after.loop_commits - before.loop_commits == 1
+    assert after.largest_batch == 50 and after.pending == 0
+
+
+async def test_a_lock_held_elsewhere_never_blocks_the_event_loop(db: Path) -> None:
+    """A commit on the loop's thread does not wait for another connection's lock: the batch goes
+    to the writer thread (which waits up to busy_timeout) and the loop keeps running."""
+    store = SQLiteStateStore(db, busy_timeout=30.0)
+    try:
+        with anyio.fail_after(10):
+            await store.startup()
+        with write_lock_held(db) as release, anyio.fail_after(20):
+            saving = asyncio.ensure_future(store.save_context("wf", "orch", b"x"))
+            started = time.perf_counter()
+            for _ in range(20):
+                await asyncio.sleep(0)  # each pass would stall if the loop waited for the lock
+            assert time.perf_counter() - started < 5.0
+            assert not saving.done() and store.statistics().pending == 1
+            release()
+            await saving
+        stats = store.statistics()
+        assert (stats.commits, stats.loop_commits, stats.failed_commits) == (1, 0, 0)
+    finally:
+        await store.aclose()
+
+
+async def test_slow_commits_go_to_the_writer_thread_and_come_back_when_fast(db: Path) -> None:
+    """Commits timed above inline_commit_limit move COMMIT off the loop's thread; a probe every
+    few hundred commits notices when commits are fast again, and they come back."""
+    clock = SteppingClock(step=0.05)
+    store = SQLiteStateStore(db, inline_commit_limit=0.001, clock=clock)
+    try:
+        with anyio.fail_after(30):
+            await store.startup()
+            await store.save_context("wf", "orch", b"0")  # timed on the loop: 50 ms, slow
+            assert store.statistics().loop_commits == 1
+            for i in range(10):
+                await store.save_context("wf", "orch", b"%d" % i)
+            stats = store.statistics()
+            assert (stats.loop_commits, stats.commits) == (1, 11)
+            assert stats.commit_cost == pytest.approx(0.05)
+            clock.step = 0.0
+            saves = 0
+            while store.statistics().loop_commits == 1:  # until the probe
+                await store.save_context("wf", "orch", b"again")
+                saves += 1
+                assert saves <= 1000
+            for i in range(10):
+                await store.save_context("wf", "orch", b"%d" % i)
+            stats = store.statistics()
+            assert stats.loop_commits == 12 and stats.commit_cost == 0.0
+            assert raw_rows(db) == [("wf", "orch", b"9")]
+    finally:
+        await store.aclose()
+
+
+async def test_inline_commit_limit_none_keeps_every_commit_off_the_loop(db: Path) -> None:
+    """With inline_commit_limit=None every transaction runs on the writer thread; batching and
+    durability are unchanged."""
+    store = SQLiteStateStore(db, inline_commit_limit=None)
+    try:
+        with anyio.fail_after(10):
+            await store.startup()
+            await store.save_context("wf-1", "orch", b"x")
+            await asyncio.gather(*(store.save_context(f"wf-{i}", "orch", b"y") for i in range(20)))
+        stats = store.statistics()
+        assert (stats.commits, stats.loop_commits, stats.rows) == (2, 0, 21)
+    finally:
+        await store.aclose()
+    with pytest.raises(ValueError, match="inline_commit_limit"):
+        SQLiteStateStore(db, inline_commit_limit=-1.0)
+
+
+async def test_a_deferred_delete_rides_in_the_next_transaction(store: SQLiteStateStore) -> None:
+    """delete_context_soon commits nothing on its own while another write follows: it shares
+    that write's transaction, and its future resolves once that committed."""
+    with anyio.fail_after(10):
+        await store.save_context("done", "orch", b"x")
+        before = store.statistics()
+        deleted = store.delete_context_soon("done")
+        await store.save_context("next", "orch", b"y")
+        assert deleted.done()
+        await deleted
+    after = store.statistics()
+    assert (after.commits - before.commits, after.rows - before.rows) == (1, 2)
+    assert [row.workflow_id for row in await store.get_all_contexts()] == ["next"]
+
+
+async def test_a_deferred_delete_alone_commits_after_a_short_linger(
+    store: SQLiteStateStore,
+) -> None:
+    """With no other write coming, a deferred delete commits by itself within moments; a read
+    submitted after it sees it applied."""
+    with anyio.fail_after(10):
+        await store.save_context("a", "orch", b"x")
+        await store.save_context("b", "orch", b"x")
+        before = store.statistics().commits
+        await store.delete_context_soon("a")
+        assert store.statistics().commits == before + 1
+        store.delete_context_soon("b")
+        assert await store.get_all_contexts() == []
+    with pytest.raises(TypeError, match="workflow_id"):
+        store.delete_context_soon(7)  # type: ignore[arg-type]
+
+
+async def test_the_wal_is_checkpointed_off_the_loop_and_stays_bounded(
+    store: SQLiteStateStore, db: Path
+) -> None:
+    """Automatic checkpoints are off (a commit on the loop must not carry one); the writer
+    thread checkpoints every few hundred commits, so the WAL file does not grow without end."""
+    conn = sqlite3.connect(db)
+    try:
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone() == (1000,)  # ours is 0
+    finally:
+        conn.close()
+    with anyio.fail_after(60):
+        for i in range(3000):
+            await store.save_context(f"wf-{i % 50}", "orch", b"%d" % i * 20)
+    wal = db.with_name(db.name + "-wal")
+    # Without checkpoints 3000 commits leave at least 3000 pages (12 MB) in the WAL.
+    assert wal.stat().st_size < 8 * 1024 * 1024
+    assert len(raw_rows(db)) == 50
+
+
+def test_event_loops_in_two_threads_can_share_a_store(db: Path) -> None:
+    """Writes from a second event loop (another thread) go to the writer thread; both loops'
+    writes commit, each caller is answered on its own loop."""
+    store = SQLiteStateStore(db)
+    errors: list[BaseException] = []
+
+    async def writer(prefix: str) -> None:
+        for i in range(200):
+            await store.save_context(f"{prefix}-{i}", "orch", b"x")
+            if i % 2:
+                await store.delete_context(f"{prefix}-{i}")
+
+    def in_thread(prefix: str) -> None:
+        try:
+            asyncio.run(writer(prefix))
+        except BaseException as exc:  # reported by the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=in_thread, args=(name,)) for name in ("a", "b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    store.close()
+    assert errors == [] and not any(thread.is_alive() for thread in threads)
+    rows = {w for w, _, _ in raw_rows(db)}
+    assert rows == {f"{p}-{i}" for p in ("a", "b") for i in range(0, 200, 2)}
