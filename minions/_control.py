@@ -167,7 +167,9 @@ class ControlServer:
         if sock is not None:
             for identity in self._stop_waiters:
                 with contextlib.suppress(zmq.ZMQError):
-                    sock.send_multipart([identity, b"", _answer({"stopped": True})])
+                    # The plain socket's send: it never waits (a ROUTER drops what it cannot
+                    # deliver), and no future is left behind by a loop that is about to end.
+                    zmq.Socket.send_multipart(sock, [identity, b"", _answer({"stopped": True})])
             self._stop_waiters.clear()
         self._close(_CLOSE_LINGER_MS)
 

@@ -279,14 +279,17 @@ class _RuntimeCollector(Collector):
         usage = {s.name: self._sampler.sample(s.pid) for s in statuses if s.pid is not None}
         workflows: dict[str, Any] = {}
         store: Any = None
-        for instance in self._runtime.instances().values():
-            if isinstance(instance, WorkflowStore):
-                services = instance.services
-                for orchestration, counters in list(services.counters.items()):
-                    workflows[orchestration] = counters.snapshot()
-                statistics = getattr(services.state_store, "statistics", None)
-                if callable(statistics):
-                    store = statistics()
+        try:
+            for instance in self._runtime.instances().values():
+                if isinstance(instance, WorkflowStore):
+                    services = instance.services
+                    for orchestration, counters in list(services.counters.items()):
+                        workflows[orchestration] = counters.snapshot()
+                    statistics = getattr(services.state_store, "statistics", None)
+                    if callable(statistics):
+                        store = statistics()
+        except Exception as exc:  # the other families are still worth serving
+            log.warning("metrics.workflows_unreadable", reason=f"{type(exc).__name__}: {exc}")
         meters = [meter.snapshot() for meter in list(self._meters.values())]
         return _Reading(meters, statuses, usage, workflows, store)
 
