@@ -14,6 +14,13 @@ cannot run code when it is read. The record is a msgpack array::
     ["mnck", 1, orchestration_id, workflow_id, minion, next_step_index,
      event_type, event_fingerprint, context_type, context_fingerprint, event, context]
 
+Encoding once per workflow. Of a workflow's checkpoints only the step index and the context
+change, so ``CheckpointCodec.for_workflow`` validates and packs the ids, the types and the event
+once, when the workflow starts, and each checkpoint packs just the step index and the context
+between those bytes (a msgpack array is its elements' encodings in a row, so the result is
+byte for byte what ``encode`` gives). The event is read-only to the steps; were a step to change
+its fields anyway, those changes are not saved.
+
 Type fingerprints. A workflow saved by one version of a program may be resumed by the next.
 If the event or context type changed shape meanwhile, old data would be decoded into the new
 type wrongly or not at all, so each type's *structure* is fingerprinted: a hash of its field
@@ -55,6 +62,7 @@ __all__ = [
     "CheckpointHeader",
     "CorruptCheckpoint",
     "IncompatibleCheckpoint",
+    "WorkflowEncoder",
     "checkpoint_codec",
     "read_header",
     "type_fingerprint",
@@ -163,6 +171,8 @@ class CheckpointCodec(Generic[EventT, ContextT]):
         self.context_type_name = _type_name(context_type)
         self.event_fingerprint = type_fingerprint(event_type)
         self.context_fingerprint = type_fingerprint(context_type)
+        self._event_serializer = self._event_adapter.serializer
+        self._context_serializer = self._context_adapter.serializer
         self._event_check = event_type if isinstance(event_type, type) else None
         self._context_check = context_type if isinstance(context_type, type) else None
 
@@ -171,52 +181,49 @@ class CheckpointCodec(Generic[EventT, ContextT]):
 
     def encode(self, checkpoint: Checkpoint[EventT, ContextT]) -> bytes:
         """Encode a checkpoint to bytes for ``StateStore.save_context``."""
-        _check_keys(checkpoint)
-        event = self._dump("event", checkpoint, checkpoint.event)
-        context = self._dump("context", checkpoint, checkpoint.context)
-        record = [
-            _MAGIC,
-            _FORMAT,
-            checkpoint.orchestration_id,
-            checkpoint.workflow_id,
-            checkpoint.minion,
-            checkpoint.next_step_index,
-            self.event_type_name,
-            self.event_fingerprint,
-            self.context_type_name,
-            self.context_fingerprint,
-            event,
-            context,
-        ]
-        try:
-            return msgpack.packb(record, default=_raw_default, use_bin_type=True)  # type: ignore[no-any-return]
-        except (
-            TypeError,
-            ValueError,
-            OverflowError,
-            pydantic_core.PydanticSerializationError,
-        ) as exc:
-            raise CheckpointEncodeError(
-                f"cannot encode the checkpoint of workflow {checkpoint.workflow_id}: {exc}. "
-                "Events and contexts may hold builtins (ints within 64 bits), datetime, Decimal, "
-                "Enum, dataclasses, pydantic models, lists and dicts"
-            ) from exc
+        encoder = self.for_workflow(
+            checkpoint.orchestration_id, checkpoint.workflow_id, checkpoint.minion, checkpoint.event
+        )
+        return encoder.encode(checkpoint.context, checkpoint.next_step_index)
 
-    def _dump(self, what: str, checkpoint: Checkpoint[Any, Any], value: Any) -> Any:
+    def for_workflow(
+        self, orchestration_id: str, workflow_id: str, minion: str, event: EventT
+    ) -> WorkflowEncoder[ContextT]:
+        """An encoder for the checkpoints of one workflow: its ids and event are checked and
+        encoded now, once; each checkpoint then encodes only its step index and context."""
+        _check_keys(orchestration_id, workflow_id, minion)
+        head = _ARRAY_HEADER + _pack(
+            workflow_id, [_MAGIC, _FORMAT, orchestration_id, workflow_id, minion]
+        )
+        tail = _pack(
+            workflow_id,
+            [
+                self.event_type_name,
+                self.event_fingerprint,
+                self.context_type_name,
+                self.context_fingerprint,
+                self._dump("event", workflow_id, event),
+            ],
+        )
+        return WorkflowEncoder(self, workflow_id, head, tail)
+
+    def _dump(self, what: str, workflow_id: str, value: Any) -> Any:
         expected = self._event_check if what == "event" else self._context_check
-        name = self.event_type_name if what == "event" else self.context_type_name
         if expected is not None and not isinstance(value, expected):
+            name = self.event_type_name if what == "event" else self.context_type_name
             raise CheckpointEncodeError(
-                f"cannot encode the checkpoint of workflow {checkpoint.workflow_id}: its {what} "
+                f"cannot encode the checkpoint of workflow {workflow_id}: its {what} "
                 f"is a {type(value).__name__}, but the minion declares {name}; "
                 f"set it to an instance of {name}"
             )
-        adapter = self._event_adapter if what == "event" else self._context_adapter
+        serializer = self._event_serializer if what == "event" else self._context_serializer
         try:
-            return adapter.dump_python(value, by_alias=True, warnings="error")
+            # warnings="error": a value of the wrong type fails here, not when it is resumed.
+            return serializer.to_python(value, by_alias=True, warnings="error")
         except Exception as exc:  # pydantic raises several unrelated types for bad values
+            name = self.event_type_name if what == "event" else self.context_type_name
             raise CheckpointEncodeError(
-                f"cannot encode the {what} ({name}) of workflow {checkpoint.workflow_id}: "
+                f"cannot encode the {what} ({name}) of workflow {workflow_id}: "
                 f"{exc}. Keep {what}s to builtins, datetime, Decimal, Enum, dataclasses, "
                 "pydantic models, lists and dicts"
             ) from exc
@@ -270,20 +277,83 @@ class CheckpointCodec(Generic[EventT, ContextT]):
             ) from exc
 
 
-def _check_keys(checkpoint: Checkpoint[Any, Any]) -> None:
-    for name in ("orchestration_id", "workflow_id", "minion"):
-        value = getattr(checkpoint, name)
+class WorkflowEncoder(Generic[ContextT]):
+    """Encodes the checkpoints of one workflow (``CheckpointCodec.for_workflow``)."""
+
+    __slots__ = ("_codec", "_head", "_tail", "_workflow_id")
+
+    def __init__(
+        self, codec: CheckpointCodec[Any, ContextT], workflow_id: str, head: bytes, tail: bytes
+    ) -> None:
+        self._codec = codec
+        self._workflow_id = workflow_id
+        self._head = head
+        self._tail = tail
+
+    def __repr__(self) -> str:
+        return f"<WorkflowEncoder workflow={self._workflow_id}>"
+
+    def encode(self, context: ContextT, next_step_index: int) -> bytes:
+        """The checkpoint of this workflow at ``next_step_index`` with ``context``."""
+        workflow_id = self._workflow_id
+        if (
+            not isinstance(next_step_index, int)
+            or isinstance(next_step_index, bool)
+            or next_step_index < 0
+        ):
+            raise CheckpointEncodeError(
+                f"cannot encode the checkpoint of workflow {workflow_id}: next_step_index "
+                f"must be an int >= 0, got {next_step_index!r}"
+            )
+        step = _SMALL_INTS[next_step_index] if next_step_index < 128 else None
+        context_data = self._codec._dump("context", workflow_id, context)
+        return (
+            self._head
+            + (step or _pack(workflow_id, next_step_index))
+            + self._tail
+            + _pack(workflow_id, context_data)
+        )
+
+
+# A msgpack array of the record's 12 fields; an array's encoding is its header followed by its
+# elements' encodings, which is what lets an encoder pack the constant fields once.
+_ARRAY_HEADER = b"\x9c"
+# msgpack encodes 0..127 as that single byte.
+_SMALL_INTS = tuple(bytes((i,)) for i in range(128))
+
+
+def _pack(workflow_id: str, value: Any) -> bytes:
+    """msgpack ``value`` (a list is packed as its elements in a row, without a header)."""
+    try:
+        if isinstance(value, list):
+            return b"".join(
+                msgpack.packb(item, default=_raw_default, use_bin_type=True) for item in value
+            )
+        return msgpack.packb(value, default=_raw_default, use_bin_type=True)  # type: ignore[no-any-return]
+    except (
+        TypeError,
+        ValueError,
+        OverflowError,
+        pydantic_core.PydanticSerializationError,
+    ) as exc:
+        raise CheckpointEncodeError(
+            f"cannot encode the checkpoint of workflow {workflow_id}: {exc}. "
+            "Events and contexts may hold builtins (ints within 64 bits), datetime, Decimal, "
+            "Enum, dataclasses, pydantic models, lists and dicts"
+        ) from exc
+
+
+def _check_keys(orchestration_id: object, workflow_id: object, minion: object) -> None:
+    for name, value in (
+        ("orchestration_id", orchestration_id),
+        ("workflow_id", workflow_id),
+        ("minion", minion),
+    ):
         if not isinstance(value, str):
             raise CheckpointEncodeError(
                 f"cannot encode a checkpoint whose {name} is a {type(value).__name__}: "
                 "ids and the minion identity are strings"
             )
-    step = checkpoint.next_step_index
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
-        raise CheckpointEncodeError(
-            f"cannot encode the checkpoint of workflow {checkpoint.workflow_id}: next_step_index "
-            f"must be an int >= 0, got {step!r}"
-        )
 
 
 def _first_line(exc: BaseException) -> str:

@@ -144,6 +144,8 @@ class Writer:
         self.buffer_loop: asyncio.AbstractEventLoop | None = None
         self.flush = _Flush.IDLE
         self.linger: asyncio.TimerHandle | None = None
+        #: When the oldest lazy write still in the buffer was queued (loop time).
+        self.lazy_since: float | None = None
         # Commit cost (loop thread only).
         self.cost: float | None = None
         self.probe_every = _PROBE_FIRST
@@ -188,8 +190,10 @@ class Writer:
                     if not lazy:
                         self.flush = _Flush.SCHEDULED
                         schedule = True
-                    elif self.linger is None:
-                        linger = True
+                    else:
+                        if self.lazy_since is None:
+                            self.lazy_since = loop.time()
+                        linger = self.linger is None
         if schedule:
             loop.call_soon(self.run_flush)
         elif linger:
@@ -225,6 +229,7 @@ class Writer:
 
     def _take_buffer_locked(self) -> list[Op]:
         batch, self.buffer = self.buffer, []
+        self.lazy_since = None
         if self.flush is _Flush.SCHEDULED:
             self.flush = _Flush.IDLE  # the scheduled flush will find nothing to do
         return batch
@@ -262,11 +267,17 @@ class Writer:
     # -- the flush (buffer loop's thread) -----------------------------------------------------
 
     def _linger_done(self) -> None:
+        loop = asyncio.get_running_loop()
         with self.lock:
-            if self.buffer_loop is not asyncio.get_running_loop():
+            if self.buffer_loop is not loop:
                 return  # a timer of an event loop the buffer has moved away from
             self.linger = None
             if self.flush is not _Flush.IDLE or not self.buffer:
+                return
+            # The timer outlives the writes that armed it: count from the oldest one waiting.
+            waited = loop.time() - (self.lazy_since or 0.0)
+            if waited < LAZY_LINGER:
+                self.linger = loop.call_later(LAZY_LINGER - waited, self._linger_done)
                 return
             self.flush = _Flush.SCHEDULED
         self.run_flush()

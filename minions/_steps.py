@@ -96,6 +96,8 @@ class ActiveWorkflow:
     context: Any
     handle: WorkflowHandle
     #: Whether the workflow gave up its place among the minion's workflows in flight.
+    #: Encodes this workflow's checkpoints (its ids and event packed once); set by the driver.
+    encoder: Any = None
     released: bool = False
 
 

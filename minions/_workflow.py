@@ -16,12 +16,22 @@ One workflow, step by step::
     for each step i from the next one:
         commit checkpoint (ids, event, context, next step = i)   ── persistence policy applies
         await step i
-    delete the checkpoint                                         ── terminal outcomes only
+    count the outcome, then delete the checkpoint                 ── terminal outcomes only
 
 Outcomes are counted apart: *succeeded* (every step returned), *aborted* (a step raised
 ``AbortWorkflow``), *failed* (a step raised anything else; logged with the step's name),
 *interrupted* (cancelled by a stop: the checkpoint is kept, so the workflow resumes at the step
 it was in — steps run at least once, and must be idempotent).
+
+The final delete is not awaited durably. A finished workflow gives its place to the next event
+and is counted at once; its delete rides in the store's next transaction (``SQLiteStateStore``
+commits it with the next workflow's first checkpoint, or alone within 2 ms; a store without
+deferred deletes is awaited by the finished workflow's task, after it was counted). Losing the
+delete to a crash leaves a checkpoint whose next step is the last one, so the next start runs
+that step again: at least once, as for any step. Shutdown commits deletes still queued.
+
+The event is encoded once per workflow (``CheckpointCodec.for_workflow``), at its first
+checkpoint; later checkpoints encode only the step index and the context.
 
 The orchestration id — the key checkpoints are filed under — is a hash of the minion's,
 the pipeline's and the config's identities (:func:`orchestration_id`): the same program in a
@@ -324,8 +334,6 @@ class WorkflowRunner:
             context=context,
             handle=WorkflowHandle(self._orchestration.id, workflow_id),
         )
-        # A deferred delete of a finished workflow goes first, to share this one's first commit.
-        self._store.flush_deletes()
         task = asyncio.get_running_loop().create_task(
             self._run_workflow(workflow, start, resumed),
             name=f"minions:workflow:{workflow_id}",
@@ -376,21 +384,12 @@ class WorkflowRunner:
             self._counters.add("interrupted")
             metrics.inc("minions_workflows_interrupted_total", labels=self._labels)
             raise
-        # Its steps are done: the next event may start while this checkpoint is deleted. With
-        # other workflows in flight the delete joins their group commit; alone, it waits to
-        # share the next workflow's first commit.
+        # Its steps are done: the next event may start, and the outcome is final. The delete
+        # rides in the store's next transaction (see the module docstring).
         self._release(workflow)
-        try:
-            await self._store.delete(
-                workflow.handle.workflow_id,
-                self._orchestration.id,
-                self._policy,
-                defer=self._running == 0,
-            )
-        finally:
-            # Counted once the checkpoint is gone (or its delete is under way, if cancelled).
-            self._counters.add(outcome)
-            metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
+        self._counters.add(outcome)
+        metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
+        await self._store.delete(workflow.handle.workflow_id, self._orchestration.id, self._policy)
 
     async def _run_steps(self, workflow: ActiveWorkflow, start: int, resumed: bool) -> str:
         """Run the steps from ``start``, a checkpoint before each; return the outcome."""
@@ -426,16 +425,16 @@ class WorkflowRunner:
 
     async def _checkpoint(self, workflow: ActiveWorkflow, index: int) -> None:
         try:
-            blob = self._codec.encode(
-                Checkpoint(
-                    orchestration_id=self._orchestration.id,
-                    workflow_id=workflow.handle.workflow_id,
-                    minion=self._orchestration.minion_identity,
-                    event=workflow.event,
-                    context=workflow.context,
-                    next_step_index=index,
+            encoder = workflow.encoder
+            if encoder is None:
+                # The ids and the event are encoded once; each checkpoint adds the context.
+                encoder = workflow.encoder = self._codec.for_workflow(
+                    self._orchestration.id,
+                    workflow.handle.workflow_id,
+                    self._orchestration.minion_identity,
+                    workflow.event,
                 )
-            )
+            blob = encoder.encode(workflow.context, index)
         except CheckpointEncodeError as exc:
             self._counters.add("checkpoint_failures")
             if self._policy == "idle-until-persisted":

@@ -24,11 +24,18 @@ Errors that retrying cannot fix are never retried: a checkpoint the codec cannot
 store error that is not ``retryable`` (a damaged or closed store, a bad argument). Under
 ``idle-until-persisted`` they fail the workflow with :class:`PersistenceError`; under
 ``continue-on-failure`` the workflow goes on without that checkpoint.
+
+Deletes of finished workflows. A store with ``delete_context_soon`` (``SQLiteStateStore``) takes
+them without a commit of their own: they ride in its next transaction, nobody waits for them,
+and a failure is handled by the policy as above (logged and kept for a retry, or retried in the
+background). :meth:`WorkflowStore.shutdown` waits for those still queued. Any other store's
+``delete_context`` is awaited by the finished workflow's task.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 from collections.abc import Callable
@@ -60,11 +67,6 @@ __all__ = [
 
 #: Retry delays under ``idle-until-persisted``: 50 ms doubling to 5 s, +-20 %.
 RETRY_BACKOFF = Backoff(initial=0.05, factor=2.0, cap=5.0, jitter=0.2)
-#: How long a finished workflow's delete may wait for the next workflow to start, so that both
-#: go to the store together and a batching store commits them at once.
-DELETE_LINGER = 0.002
-
-_Deferred = tuple[str, str, PersistencePolicy, "asyncio.Future[None]"]
 
 
 class PersistenceError(MinionsError):
@@ -207,9 +209,12 @@ class WorkflowStore(Resource):
             )
         self.services = services
         self._pending_deletes: dict[str, None] = {}
-        self._deferred: list[_Deferred] = []
-        self._linger: asyncio.TimerHandle | None = None
-        self._flushing: set[asyncio.Task[None]] = set()
+        soon = getattr(services.state_store, "delete_context_soon", None)
+        self._delete_soon: Callable[[str], asyncio.Future[None]] | None = (
+            soon if callable(soon) else None
+        )
+        #: Deferred deletes not committed yet, and background retries of failed ones.
+        self._unsettled: set[asyncio.Future[None]] = set()
 
     def __repr__(self) -> str:
         return f"<WorkflowStore {self.services.state_store!r}>"
@@ -232,9 +237,14 @@ class WorkflowStore(Resource):
             await store_hook(self.services.state_store, "startup")
 
     async def shutdown(self) -> None:
-        self.flush_deletes()
-        if self._flushing:
-            await asyncio.gather(*self._flushing, return_exceptions=True)
+        while self._unsettled:  # a failed deferred delete may start a retry meanwhile
+            unsettled = set(self._unsettled)
+            for retry in unsettled:
+                if isinstance(retry, asyncio.Task):
+                    # A store still failing keeps the checkpoint: the next start runs the
+                    # workflow's last step again (at least once), rather than shutdown hanging.
+                    retry.cancel()
+            await asyncio.wait(unsettled)
         if self.services.owns_store:
             await store_hook(self.services.state_store, "shutdown")
 
@@ -318,66 +328,65 @@ class WorkflowStore(Resource):
         return False
 
     async def delete(
-        self,
-        workflow_id: str,
-        orchestration_id: str,
-        policy: PersistencePolicy,
-        *,
-        defer: bool = False,
+        self, workflow_id: str, orchestration_id: str, policy: PersistencePolicy
     ) -> None:
         """Delete a finished workflow's checkpoint under ``policy``.
 
-        With ``defer`` (its minion has nothing else in flight, so no other write would share
-        the commit) the delete waits until the next workflow starts (:meth:`flush_deletes`) or
-        ``DELETE_LINGER`` passes, then goes to the store beside that workflow's first
-        checkpoint: one commit per workflow saved. A crash meanwhile only means the finished
-        workflow runs its last step again (at least once).
+        With a store that defers deletes this returns at once: the delete rides in the store's
+        next transaction, and a failure is handled in the background. Otherwise it returns
+        once the store's ``delete_context`` did (see the module docstring).
         """
-        if not defer:
+        soon = self._delete_soon
+        if soon is None:
             await self._delete_now(workflow_id, orchestration_id, policy)
             return
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        self._deferred.append((workflow_id, orchestration_id, policy, done))
-        if self._linger is None:
-            self._linger = loop.call_later(DELETE_LINGER, self.flush_deletes)
-        # Shielded: a workflow cancelled while waiting does not withdraw its delete.
-        await asyncio.shield(done)
-
-    def flush_deletes(self) -> None:
-        """Send the deferred deletes to the store now (a workflow is about to save)."""
-        if self._linger is not None:
-            self._linger.cancel()
-            self._linger = None
-        if not self._deferred:
+        try:
+            future = soon(workflow_id)
+        except Exception as exc:  # a closed store refuses at once
+            self._delete_failed(workflow_id, orchestration_id, policy, exc)
             return
-        batch, self._deferred = self._deferred, []
-        task = asyncio.get_running_loop().create_task(
-            self._delete_batch(batch), name="minions:workflow-deletes"
+        self._unsettled.add(future)
+        future.add_done_callback(
+            functools.partial(self._deferred_done, workflow_id, orchestration_id, policy)
         )
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
 
-    async def _delete_batch(self, batch: list[_Deferred]) -> None:
-        if len(batch) == 1:
-            # Awaited directly, the delete reaches the store in this task's first step, before
-            # the workflow that triggered the flush saves.
-            await self._settle_delete(*batch[0])
-        else:
-            await asyncio.gather(*(self._settle_delete(*item) for item in batch))
-
-    async def _settle_delete(
+    def _deferred_done(
         self,
         workflow_id: str,
         orchestration_id: str,
         policy: PersistencePolicy,
-        done: asyncio.Future[None],
+        future: asyncio.Future[None],
     ) -> None:
-        try:
-            await self._delete_now(workflow_id, orchestration_id, policy)
-        finally:
-            if not done.done():
-                done.set_result(None)  # failures are logged and kept pending, not raised
+        self._unsettled.discard(future)
+        if future.cancelled():
+            return
+        exc = future.exception()
+        if exc is None:
+            self._pending_deletes.pop(workflow_id, None)
+        elif isinstance(exc, Exception):
+            self._delete_failed(workflow_id, orchestration_id, policy, exc)
+
+    def _delete_failed(
+        self, workflow_id: str, orchestration_id: str, policy: PersistencePolicy, exc: Exception
+    ) -> None:
+        if policy == "idle-until-persisted" and _retryable(exc):
+            retry = asyncio.get_running_loop().create_task(
+                self._delete_now(workflow_id, orchestration_id, policy),
+                name=f"minions:workflow-delete:{workflow_id}",
+            )
+            self._unsettled.add(retry)
+            retry.add_done_callback(self._unsettled.discard)
+            return
+        self._pending_deletes[workflow_id] = None
+        self.services.logger.log(
+            logging.WARNING,
+            "workflow.delete_failed",
+            orchestration=orchestration_id,
+            workflow=workflow_id,
+            reason=_describe(exc),
+            policy=policy,
+            note="retried after the next successful checkpoint",
+        )
 
     async def _delete_now(
         self, workflow_id: str, orchestration_id: str, policy: PersistencePolicy

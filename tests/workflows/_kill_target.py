@@ -9,6 +9,10 @@ kill point, the program prints ``KILLPOINT <name>`` on stdout at that exact mome
 an event that never comes, waiting for the test's SIGKILL. The store wrapper places the points
 around the real store's calls; the minion places the one inside step one.
 
+The point ``succeeded_delete_pending`` uses the plain store, whose deletes of finished workflows
+are deferred: step two takes the database's write lock from a second connection, so once the
+workflow is counted as succeeded its delete cannot commit, and the program announces the point.
+
 Without a kill point it resumes what the store holds, waits until every resumed workflow has
 finished, prints ``DONE <statistics as JSON>`` and shuts down. A refused start prints
 ``START-FAILED <reason> | <suggestion>`` and exits with status 3.
@@ -20,6 +24,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,13 +43,17 @@ KILL_POINTS = (
     "after_second_save",
     "before_delete",
     "after_delete",
+    "succeeded_delete_pending",
 )
 
 
 class Settings:
     kill_point: str | None = None
     counts: Path = Path("counts")
+    db: Path = Path("state")
     events = 1
+    #: A second connection holding the write lock, kept open until the process dies.
+    blocker: sqlite3.Connection | None = None
 
 
 def record(step: str, n: int) -> None:
@@ -94,6 +103,9 @@ class TargetV1(Minion[Job, ProgressV1]):
     async def step2(self) -> None:
         record("step2", self.event.n)
         self.context.count += 1
+        if Settings.kill_point == "succeeded_delete_pending":
+            Settings.blocker = sqlite3.connect(Settings.db, isolation_level=None)
+            Settings.blocker.execute("BEGIN IMMEDIATE")
 
 
 @minion_id("kill-target")
@@ -148,7 +160,10 @@ async def main(args: argparse.Namespace) -> int:
     Settings.kill_point = args.kill_point
     Settings.counts = Path(args.counts)
     Settings.events = args.events
-    store = KillableStore(SQLiteStateStore(args.db))
+    Settings.db = Path(args.db)
+    store: StateStore = SQLiteStateStore(args.db)
+    if args.kill_point != "succeeded_delete_pending":
+        store = KillableStore(SQLiteStateStore(args.db))
     gru = await Gru.create(
         state_store=store,
         logger=StructlogLogger(),
@@ -163,6 +178,9 @@ async def main(args: argparse.Namespace) -> int:
             print(f"START-FAILED {result.reason} | {result.suggestion}", flush=True)
             return 3
         oid = result.orchestration_id or ""
+        if args.kill_point == "succeeded_delete_pending":
+            await gru.wait_for_workflows(oid, lambda s: s.succeeded == 1)
+            await kill_here(args.kill_point)
         if args.kill_point:
             await asyncio.Event().wait()  # the test kills us at the kill point
         stats = await gru.wait_for_workflows(

@@ -323,6 +323,44 @@ def test_codecs_are_cached_per_type_pair() -> None:
     )
 
 
+def test_a_workflow_encoder_gives_the_same_bytes_as_encode() -> None:
+    """for_workflow encodes the ids and the event once; each checkpoint it encodes is byte for
+    byte what encode() gives for the same record, at any step and with any context."""
+    codec = checkpoint_codec(ChainEvent, TradeCtx)
+    event = an_event()
+    encoder = codec.for_workflow("orch-1", "wf-1", "bots.executor.Executor", event)
+    assert repr(encoder) == "<WorkflowEncoder workflow=wf-1>"
+    for step, context in ((0, TradeCtx()), (1, a_context()), (127, a_context()), (128, TradeCtx())):
+        blob = encoder.encode(context, step)
+        assert blob == codec.encode(
+            Checkpoint("orch-1", "wf-1", "bots.executor.Executor", event, context, step)
+        )
+        assert codec.decode(blob, workflow_id="wf-1").next_step_index == step
+    models = checkpoint_codec(ModelEvent, ModelCtx)
+    model_event = ModelEvent(symbol="ETH", at=datetime.datetime(2024, 1, 1, tzinfo=datetime.UTC))
+    quote = Quote(bid=Decimal("1"), ask=Decimal("2"), venue="uni")
+    context = ModelCtx(quotes=[quote], best=quote, meta={"n": [1, "x"]})
+    blob = models.for_workflow("o", "w", "m", model_event).encode(context, 3)
+    assert blob == models.encode(Checkpoint("o", "w", "m", model_event, context, 3))
+
+
+def test_a_workflow_encoder_checks_the_event_once_and_each_context() -> None:
+    """A bad event or id fails when the encoder is made; a bad context or step fails that
+    checkpoint only, naming the workflow."""
+    codec = checkpoint_codec(ChainEvent, TradeCtx)
+    with pytest.raises(CheckpointEncodeError, match=r"wf-7.*event is a dict"):
+        codec.for_workflow("o", "wf-7", "m", {"pair": "ETH"})  # type: ignore[arg-type]
+    with pytest.raises(CheckpointEncodeError, match="workflow_id is a int"):
+        codec.for_workflow("o", 7, "m", an_event())  # type: ignore[arg-type]
+    encoder = codec.for_workflow("o", "wf-8", "m", an_event())
+    with pytest.raises(CheckpointEncodeError, match=r"wf-8.*context is a ModelCtx"):
+        encoder.encode(ModelCtx(), 0)  # type: ignore[arg-type]
+    for step in (-1, True, 1.0):
+        with pytest.raises(CheckpointEncodeError, match=r"wf-8.*next_step_index"):
+            encoder.encode(TradeCtx(), step)  # type: ignore[arg-type]
+    assert codec.decode(encoder.encode(TradeCtx(), 1)).context == TradeCtx()
+
+
 # -- encoding errors ----------------------------------------------------------------------------
 
 

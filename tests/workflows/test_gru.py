@@ -617,6 +617,50 @@ async def test_graceful_stop_keeps_one_checkpoint_per_workflow_and_all_resume(
         await gru.shutdown()
 
 
+class OneAtATime(Minion[Tick, Ctx]):
+    max_in_flight = 1
+
+    @minion_step
+    async def first(self) -> None:
+        self.context.steps.append("first")
+
+    @minion_step
+    async def second(self) -> None:
+        self.context.steps.append("second")
+
+
+async def test_a_finished_workflows_delete_shares_the_next_workflows_first_commit(
+    tmp_path: Path,
+) -> None:
+    """One workflow in flight on SQLite: each workflow commits its two checkpoints, and its
+    delete rides in the next workflow's first commit instead of a commit of its own; shutdown
+    commits the last one."""
+    count = 20
+    path = tmp_path / "state.sqlite3"
+    store = SQLiteStateStore(path)
+    gru = await Gru.create(state_store=store, logger=None, metrics=None, project_dir=tmp_path)
+    try:
+        before = store.statistics()
+        result = await gru.start_orchestration(Ticks, OneAtATime)
+        oid = result.orchestration_id or ""
+        await ticks(*range(count))
+        stats = await wait_for(gru, oid, lambda s: s.succeeded == count)
+        assert stats.checkpoints_saved == 2 * count and stats.in_flight == 0
+    finally:
+        await gru.shutdown()
+    after = store.statistics()
+    assert after.rows - before.rows == 3 * count  # two saves and a delete per workflow
+    # Alone, each delete would be a commit: 3 per workflow. One is flushed alone when the next
+    # event comes more than 2 ms later (the linger), as the last one does; most share.
+    assert after.commits - before.commits < 2.5 * count
+    assert after.loop_commits > 0
+    reopened = SQLiteStateStore(path)
+    try:
+        assert await reopened.get_all_contexts() == []
+    finally:
+        await reopened.aclose()
+
+
 # -- policies, metrics, snapshot, shutdown ------------------------------------------------------
 
 

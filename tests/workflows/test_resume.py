@@ -145,6 +145,8 @@ async def resume(tmp_path: Path, *args: str) -> dict[str, Any]:
         ("after_second_save", (1, 1), 1),  # resumes at step two
         ("before_delete", (1, 2), 1),  # finished, but the delete did not commit: step two again
         ("after_delete", (1, 1), 0),  # finished and deleted: nothing to resume
+        # Counted as succeeded, its deferred delete not committed: step two again.
+        ("succeeded_delete_pending", (1, 2), 1),
     ],
 )
 async def test_a_killed_workflow_resumes_at_least_once(
