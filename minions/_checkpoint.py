@@ -323,13 +323,14 @@ _SMALL_INTS = tuple(bytes((i,)) for i in range(128))
 
 
 def _pack(workflow_id: str, value: Any) -> bytes:
-    """msgpack ``value`` (a list is packed as its elements in a row, without a header)."""
+    """msgpack ``value``; a list of up to 15 items is packed as its elements in a row, without
+    the array header (one byte for such a short array)."""
     try:
+        packed: bytes = msgpack.packb(value, default=_raw_default, use_bin_type=True)
         if isinstance(value, list):
-            return b"".join(
-                msgpack.packb(item, default=_raw_default, use_bin_type=True) for item in value
-            )
-        return msgpack.packb(value, default=_raw_default, use_bin_type=True)  # type: ignore[no-any-return]
+            assert len(value) <= 15, "only short lists have a one-byte header"
+            return packed[1:]
+        return packed
     except (
         TypeError,
         ValueError,

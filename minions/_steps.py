@@ -96,9 +96,9 @@ class ActiveWorkflow:
     context: Any
     handle: WorkflowHandle
     #: Whether the workflow gave up its place among the minion's workflows in flight.
+    released: bool = False
     #: Encodes this workflow's checkpoints (its ids and event packed once); set by the driver.
     encoder: Any = None
-    released: bool = False
 
 
 current_workflow: contextvars.ContextVar[ActiveWorkflow] = contextvars.ContextVar(
@@ -310,6 +310,9 @@ class WorkflowSteps(Generic[EventT, ContextT]):
     @property
     def event(self) -> EventT:
         """The event that started the workflow of the running step (read-only)."""
+        workflow = current_workflow.get(None)
+        if workflow is not None and workflow.owner is self:  # the common case, first
+            return workflow.event  # type: ignore[no-any-return]
         if not step_names(type(self)):
             return _plain_attribute(self, "event")  # type: ignore[no-any-return]
         return _active(self, "event").event  # type: ignore[no-any-return]
@@ -328,6 +331,9 @@ class WorkflowSteps(Generic[EventT, ContextT]):
     @property
     def context(self) -> ContextT:
         """The running workflow's context: mutate it (or replace it) to carry state onwards."""
+        workflow = current_workflow.get(None)
+        if workflow is not None and workflow.owner is self:  # the common case, first
+            return workflow.context  # type: ignore[no-any-return]
         if not step_names(type(self)):
             return _plain_attribute(self, "context")  # type: ignore[no-any-return]
         return _active(self, "context").context  # type: ignore[no-any-return]
