@@ -92,6 +92,9 @@ class Crasher(Minion, isolated=True):
         mark = PROJECT / "crasher-killed"
         if not mark.exists():
             mark.touch()
+            # A call first: once it is answered the parent has seen this child ready, so the
+            # kill is a crash of a running component, not a failed start.
+            await self._recorder.note("Crasher dying")
             os.kill(os.getpid(), signal.SIGKILL)
         await self._recorder.note("Crasher back")
         await self._recorder.note("Crasher twice")
@@ -200,7 +203,7 @@ def test_metrics_are_scraped_over_http_with_the_values_of_known_work(
     # Out of an isolated minion into the parent's Recorder (measured where it is served).
     assert (
         value(samples, calls, component="Crasher", target="Recorder", method="note", outcome="ok")
-        == 2
+        == 3  # "dying" in the first child, "back" and "twice" in the second
     )
 
     # Components: up, state, restarts, crashes by cause, uptime, a child's CPU and memory.
