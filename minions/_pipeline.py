@@ -44,8 +44,6 @@ EventT = TypeVar("EventT")
 log = structlog.get_logger("minions")
 
 _RETRY_INITIAL = 0.01
-#: Events produced back to back before the loop yields to the event loop.
-_BURST = 64
 _RETRY_CAP = 1.0
 
 
@@ -156,7 +154,6 @@ class Pipeline(Resource, Generic[EventT]):
         name = component_name(cls)
         fanout = _fanout(self)
         failures = 0
-        burst = 0
         while True:
             if not fanout.subscribers:
                 await fanout.has_subscribers.wait()
@@ -193,11 +190,8 @@ class Pipeline(Resource, Generic[EventT]):
                 for subscriber in tuple(fanout.subscribers):
                     await subscriber.deliver(event)
                     fanout.delivered += 1
-            burst += 1
-            if burst >= _BURST:
-                # A produce_event() that never awaits must not starve the event loop.
-                burst = 0
-                await asyncio.sleep(0)
+            # Every pass yields: a produce_event() that never awaits must not starve the loop.
+            await asyncio.sleep(0)
 
 
 def _declared_event_type(cls: type) -> Any:

@@ -29,8 +29,7 @@ resource. Class attributes tune it: ``max_in_flight``, ``persistence_policy``, `
 Definition problems are :class:`~minions.DefinitionError`\\ s raised by the ``class`` statement
 itself: missing or unstructured event and context types, a context that cannot be built without
 arguments, types the checkpoint codec cannot encode, a step that is not an ``async def`` instance
-method, a ``run()`` override (a workflow minion's ``run()`` is its event loop), ``isolated=True``
-(not supported for workflow minions yet).
+method, a ``run()`` override (a workflow minion's ``run()`` is its event loop).
 
 This module is imported by ``_component`` (``Minion`` mixes in :class:`WorkflowSteps`), so it
 imports nothing from the runtime core at module level.
@@ -246,12 +245,6 @@ def _check_definition(cls: type[WorkflowSteps[Any, Any]]) -> None:
             f"{owner} defines run() and @minion_step methods: a workflow minion's run() is the "
             "loop that starts a workflow per event. Move background work into a Resource or a "
             "separate Minion"
-        )
-    options = getattr(cls, "__minions_options__", None)
-    if getattr(options, "isolated", None) not in (None, False):
-        raise DefinitionError(
-            f"{owner}: isolated=True is not supported for workflow minions yet; run it in-process "
-            "and isolate the risky work in an isolated Resource that its steps call"
         )
     limit = cls.max_in_flight
     if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:

@@ -256,8 +256,7 @@ class WorkflowRunner:
         pipeline = minion.__dict__.get(spec.pipeline_attribute or "")
         if not isinstance(store, WorkflowStore) or not isinstance(pipeline, Pipeline):
             raise DefinitionError(
-                f"{mcls.__qualname__} runs without its WorkflowStore or pipeline instance (is it "
-                "isolated? isolated workflow minions are not supported yet); run it in-process"
+                f"{mcls.__qualname__} runs without its WorkflowStore or pipeline instance"
             )
         if orchestration is None:
             orchestration = Orchestration(
@@ -314,10 +313,25 @@ class WorkflowRunner:
         return checkpoints
 
     async def deliver(self, event: Any) -> None:
-        """Start a workflow for ``event`` (called by the pipeline; waits for room)."""
+        """Start a workflow for ``event`` (called by the pipeline; waits for room).
+
+        An event that arrives while the minion is stopping or restarting is not dropped: it is
+        saved as a workflow that has not run its first step yet, and the minion's next
+        incarnation (or its next start, after a stop) resumes it like any other checkpoint.
+        """
+        workflow_id = f"{self._ids.getrandbits(128):032x}"
+        context = self._spec.context_type()
         if await self._admit():
-            workflow_id = f"{self._ids.getrandbits(128):032x}"
-            self._spawn(workflow_id, event, self._spec.context_type(), 0, resumed=False)
+            self._spawn(workflow_id, event, context, 0, resumed=False)
+            return
+        workflow = ActiveWorkflow(
+            owner=self._minion,
+            event=event,
+            context=context,
+            handle=WorkflowHandle(self._orchestration.id, workflow_id),
+        )
+        await self._checkpoint(workflow, 0)
+        self._counters.add("deferred")
 
     async def _admit(self) -> bool:
         while self._running >= self._limit and not self._closing:

@@ -85,7 +85,9 @@ class WorkflowStatistics:
     """The workflows of one orchestration, counted since the process started.
 
     ``succeeded``, ``aborted`` and ``failed`` are the terminal outcomes (checkpoint deleted);
-    ``interrupted`` counts workflows cancelled by a stop, whose checkpoints are kept.
+    ``interrupted`` counts workflows cancelled by a stop, whose checkpoints are kept;
+    ``deferred`` the events that arrived while the minion was stopping, saved (not run) for its
+    next incarnation to start.
     """
 
     started: int = 0
@@ -94,6 +96,7 @@ class WorkflowStatistics:
     aborted: int = 0
     failed: int = 0
     interrupted: int = 0
+    deferred: int = 0
     in_flight: int = 0
     checkpoints_saved: int = 0
     checkpoint_failures: int = 0

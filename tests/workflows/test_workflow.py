@@ -479,11 +479,6 @@ def test_steps_run_in_source_order_base_class_first() -> None:
             "defines run()",
         ),
         (
-            "class X(Minion[Ev, Ctx], isolated=True):\n    @minion_step\n"
-            "    async def s(self): ...",
-            "isolated=True is not supported",
-        ),
-        (
             "class X(Minion[Ev, Ctx]):\n    max_in_flight = 0\n    @minion_step\n"
             "    async def s(self): ...",
             "max_in_flight must be a positive int",

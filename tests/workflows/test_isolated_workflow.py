@@ -1,0 +1,220 @@
+"""An isolated workflow minion: its steps run in a child, the parent owns the store.
+
+When the child dies in the middle of a step, the restarted child resumes that workflow from its
+last checkpoint — the orchestrator (this test's runtime) is never restarted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import pytest
+
+from minions import (
+    AbortWorkflow,
+    Backoff,
+    ComponentState,
+    Minion,
+    Pipeline,
+    Resource,
+    Runtime,
+    minion_step,
+)
+
+pytestmark = pytest.mark.anyio
+
+LIMIT = 30.0
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@dataclass(frozen=True)
+class Job:
+    number: int
+
+
+@dataclass
+class JobContext:
+    doubled: int = 0
+
+
+class Jobs(Pipeline[Job]):
+    """Produces jobs 0..count-1, then nothing."""
+
+    count: ClassVar[int] = 3
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    async def produce_event(self) -> Job:
+        if self._next >= self.count:
+            await asyncio.Event().wait()
+        self._next += 1
+        return Job(self._next - 1)
+
+
+class Ledger(Resource):
+    """Parent-side record of every step run, by whom (pid) and with what context."""
+
+    runs: ClassVar[list[tuple[int, str, int, int]]] = []
+    crashed: ClassVar[set[int]] = set()
+    done: ClassVar[asyncio.Event]
+    expected: ClassVar[int] = 3
+
+    async def ran(self, number: int, step: str, pid: int, doubled: int) -> None:
+        self.runs.append((number, step, pid, doubled))
+        if sum(1 for r in self.runs if r[1] == "report") >= self.expected:
+            self.done.set()
+
+    async def first_crash(self, number: int) -> bool:
+        """True the first time it is asked for ``number``: crash now."""
+        if number in self.crashed:
+            return False
+        self.crashed.add(number)
+        return True
+
+
+class Doubler(Minion[Job, JobContext], isolated=True, backoff=Backoff(initial=0.01, jitter=0)):
+    """Its steps run in a child. One workflow at a time, so that a crash interrupts only the
+    workflow that causes it (with more in flight, the others' steps would run again too:
+    at-least-once)."""
+
+    max_in_flight = 1
+    jobs: Jobs
+    ledger: Ledger
+    crash_on: ClassVar[int | None] = 1
+    abort_on: ClassVar[int | None] = None
+
+    @minion_step
+    async def double(self) -> None:
+        self.context.doubled = self.event.number * 2
+        await self.ledger.ran(self.event.number, "double", os.getpid(), self.context.doubled)
+
+    @minion_step
+    async def report(self) -> None:
+        if self.event.number == self.abort_on:
+            raise AbortWorkflow("nothing to report")
+        if self.event.number == self.crash_on and await self.ledger.first_crash(self.event.number):
+            os._exit(7)  # the child dies in the middle of this step
+        await self.ledger.ran(self.event.number, "report", os.getpid(), self.context.doubled)
+
+
+def _reset(expected: int) -> None:
+    Ledger.runs, Ledger.crashed, Ledger.expected = [], set(), expected
+    Ledger.done = asyncio.Event()
+
+
+async def test_a_child_dying_mid_step_resumes_the_workflow_in_the_next_child(
+    tmp_path: Path,
+) -> None:
+    """Job 1's child dies in step 2; the restarted child runs step 2 again with the context
+    checkpointed by step 1 (which does not run again); every job succeeds."""
+    _reset(expected=3)
+    config: dict[str, Any] = {"WorkflowStore": {"path": str(tmp_path / "state.sqlite3")}}
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path, config=config) as rt:
+            await rt.start(Doubler)
+            await Ledger.done.wait()
+            status = rt.status()["Doubler"]
+    doubles = [r for r in Ledger.runs if r[1] == "double"]
+    reports = [r for r in Ledger.runs if r[1] == "report"]
+    assert sorted(r[0] for r in doubles) == [0, 1, 2], "step 1 ran once per job"
+    assert sorted((r[0], r[3]) for r in reports) == [(0, 0), (1, 2), (2, 4)]
+    parent = os.getpid()
+    assert all(r[2] != parent for r in Ledger.runs), "steps ran in the child"
+    double_1 = next(r for r in doubles if r[0] == 1)
+    report_1 = next(r for r in reports if r[0] == 1)
+    assert double_1[2] != report_1[2], "job 1 finished in a new child"
+    assert status.crashes == 1 and "exited with status 7" in (status.last_error or "")
+    assert status.state is ComponentState.RUNNING
+
+
+async def test_abort_in_the_child_aborts_the_workflow(tmp_path: Path) -> None:
+    """AbortWorkflow raised by a step in the child ends that workflow as aborted, not failed,
+    and the child keeps running."""
+    _reset(expected=2)
+    Doubler.crash_on, Doubler.abort_on = None, 1
+    config: dict[str, Any] = {"WorkflowStore": {"path": str(tmp_path / "state.sqlite3")}}
+    try:
+        with anyio.fail_after(LIMIT):
+            async with Runtime(project_dir=tmp_path, config=config) as rt:
+                await rt.start(Doubler)
+                await Ledger.done.wait()
+                status = rt.status()["Doubler"]
+    finally:
+        Doubler.crash_on, Doubler.abort_on = 1, None
+    assert sorted(r[0] for r in Ledger.runs if r[1] == "report") == [0, 2]
+    assert status.crashes == 0
+
+
+class Gate(Resource):
+    """Holds steps until the test opens it; says when a step is waiting at it."""
+
+    opened: ClassVar[asyncio.Event]
+    waiting: ClassVar[asyncio.Event]
+    both: ClassVar[asyncio.Event]
+    finished: ClassVar[list[int]] = []
+
+    async def pass_through(self, number: int) -> None:
+        Gate.waiting.set()
+        await Gate.opened.wait()
+
+    async def done(self, number: int) -> None:
+        Gate.finished.append(number)
+        if len(Gate.finished) >= 2:
+            Gate.both.set()
+
+
+class Pair(Pipeline[Job]):
+    """Produces jobs 0 and 1 once, across runtimes (an outside source that does not replay)."""
+
+    produced: ClassVar[int] = 0
+
+    async def produce_event(self) -> Job:
+        if Pair.produced >= 2:
+            await asyncio.Event().wait()
+        Pair.produced += 1
+        return Job(Pair.produced - 1)
+
+
+class OneAtATime(Minion[Job, JobContext]):
+    """In-process; job 1 waits for room while job 0 holds the only place."""
+
+    max_in_flight = 1
+    jobs: Pair
+    gate: Gate
+
+    @minion_step
+    async def hold(self) -> None:
+        await self.gate.pass_through(self.event.number)
+
+    @minion_step
+    async def finish(self) -> None:
+        await self.gate.done(self.event.number)
+
+
+async def test_an_event_arriving_during_a_stop_is_kept_for_the_next_start(tmp_path: Path) -> None:
+    """The event the pipeline was handing over when the minion stopped is saved, not dropped:
+    the next start runs it (and resumes the interrupted one)."""
+    Gate.opened, Gate.waiting, Gate.both = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    Gate.finished, Pair.produced = [], 0
+    config: dict[str, Any] = {"WorkflowStore": {"path": str(tmp_path / "state.sqlite3")}}
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path, config=config) as rt:
+            await rt.start(OneAtATime)
+            await Gate.waiting.wait()  # job 0 holds the place; job 1 waits for room
+        assert Gate.finished == []
+        Gate.opened.set()
+        async with Runtime(project_dir=tmp_path, config=config) as rt:
+            await rt.start(OneAtATime)
+            await Gate.both.wait()
+    assert sorted(Gate.finished) == [0, 1]
+    assert Pair.produced == 2
