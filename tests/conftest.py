@@ -28,6 +28,12 @@ def _live_children() -> list[psutil.Process]:
     return alive
 
 
+@pytest.fixture
+def anyio_backend() -> str:
+    """Minions runs on asyncio (pyzmq's async API is asyncio's), so async tests do too."""
+    return "asyncio"
+
+
 @pytest.fixture(autouse=True)
 def no_leftover_processes() -> Iterator[None]:
     """Fail the test if any child process of the test runner outlives it."""

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -20,21 +18,6 @@ from isolation import ChildSpec, ComponentCrashed, Isolation, Zygote
 from tests.isolation._targets import Crasher, Echo
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def zygote(tmp_path: Path) -> AsyncIterator[Zygote]:
-    zygote = Zygote.start(run_dir=tmp_path / "run")
-    try:
-        yield zygote
-    finally:
-        with anyio.fail_after(15):
-            await zygote.aclose()
 
 
 CRASHES: list[tuple[str, dict[str, Any], str, str, int | None, int | None]] = [

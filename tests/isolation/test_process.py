@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +24,6 @@ pytestmark = pytest.mark.anyio
 
 ROOT = Path(__file__).resolve().parents[2]
 FAST = Isolation(start_timeout=10, stop_timeout=2, heartbeat_interval=0.1, heartbeat_timeout=5)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def zygote(tmp_path: Path) -> AsyncIterator[Zygote]:
-    zygote = Zygote.start(run_dir=tmp_path / "run")
-    try:
-        yield zygote
-    finally:
-        with anyio.fail_after(15):
-            await zygote.aclose()
 
 
 def spec(name: str, payload: Any = None, **limits: Any) -> ChildSpec:

@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import stat
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -18,21 +17,6 @@ from isolation._zygote import ExitStatus, Forked
 from tests.isolation import _targets
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
-@pytest.fixture
-async def zygote(tmp_path: Path) -> AsyncIterator[Zygote]:
-    zygote = Zygote.start(run_dir=tmp_path / "run")
-    try:
-        yield zygote
-    finally:
-        with anyio.fail_after(10):
-            await zygote.aclose()
 
 
 async def _read_all(fd: int) -> bytes:

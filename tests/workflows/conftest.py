@@ -9,12 +9,6 @@ import pytest
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    """Minions runs on asyncio, so the workflow tests do too."""
-    return "asyncio"
-
-
-@pytest.fixture
 def no_store_threads() -> Iterator[None]:
     """Fail the test if it leaves an SQLite state store's writer thread running (a store
     that was not shut down)."""

@@ -31,11 +31,6 @@ pytestmark = pytest.mark.anyio
 LIMIT = 30.0
 
 
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
-
-
 @dataclass(frozen=True)
 class Job:
     number: int
