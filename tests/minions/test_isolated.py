@@ -123,6 +123,7 @@ class Steady(Minion):
         ("hang", "heartbeat"),
     ],
 )
+@pytest.mark.usefixtures("open_fds")
 async def test_a_crashing_isolated_minion_is_restarted_and_the_parent_keeps_running(
     tmp_path: Path, kind: str, cause: str
 ) -> None:
@@ -180,6 +181,7 @@ class Caller(Minion):
             raise
 
 
+@pytest.mark.usefixtures("open_fds")
 async def test_pending_calls_fail_with_component_crashed_and_dependents_restart_after(
     tmp_path: Path,
 ) -> None:
