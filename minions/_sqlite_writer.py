@@ -7,7 +7,10 @@ gets both without a timer:
 * **The event loop's pass is the batch.** Writes made during one pass of the event loop go
   into a buffer; the first one schedules a flush (``loop.call_soon``) that runs after every
   callback already due, so all writes of the pass — and of the tasks their commit woke — share
-  one transaction.
+  one transaction. If that pass added writes after the first, the flush looks again one pass
+  later, and keeps waiting while passes add writes, for at most the time a commit takes:
+  groups of tasks that got out of step (a commit wakes only the tasks it carried, so a group
+  split once would stay split) join again, and one writer alone is never delayed.
 * **Idle: commit on the event loop's thread.** When nothing is being written, the flush runs the
   transaction right there (BEGIN, the rows, COMMIT with its fsync) and resolves the callers'
   futures directly. One workflow in flight pays no thread hop (which costs more than the commit
@@ -143,6 +146,10 @@ class Writer:
         self.buffer: list[Op] = []
         self.buffer_loop: asyncio.AbstractEventLoop | None = None
         self.flush = _Flush.IDLE
+        #: For the scheduled flush: the buffer's length when last looked at, and since when
+        #: (loop time) it has waited; it waits while each pass adds writes (see run_flush).
+        self.flush_seen = 0
+        self.flush_since = 0.0
         self.linger: asyncio.TimerHandle | None = None
         #: When the oldest lazy write still in the buffer was queued (loop time).
         self.lazy_since: float | None = None
@@ -189,6 +196,8 @@ class Writer:
                 if self.flush is _Flush.IDLE:
                     if not lazy:
                         self.flush = _Flush.SCHEDULED
+                        self.flush_seen = len(self.buffer)
+                        self.flush_since = loop.time()
                         schedule = True
                     else:
                         if self.lazy_since is None:
@@ -253,13 +262,19 @@ class Writer:
         self.held.clear()
         return self._wake_locked()
 
+    def _schedule_now_locked(self) -> None:
+        # A flush that has waited enough already (for a commit, or the linger): no more.
+        self.flush = _Flush.SCHEDULED
+        self.flush_seen = -1
+        self.flush_since = float("-inf")
+
     def _wake_locked(self) -> asyncio.AbstractEventLoop | None:
         """If a flush waits for the connection and it is free now, mark the flush scheduled
         and return the loop that must run it."""
         if self.jobs or self.loop_owned or self.flush is not _Flush.WAITING:
             return None
         if self.buffer and self.state is StoreState.OPEN:
-            self.flush = _Flush.SCHEDULED
+            self._schedule_now_locked()
             return self.buffer_loop
         self.flush = _Flush.IDLE
         return None
@@ -279,21 +294,27 @@ class Writer:
             if waited < LAZY_LINGER:
                 self.linger = loop.call_later(LAZY_LINGER - waited, self._linger_done)
                 return
-            self.flush = _Flush.SCHEDULED
+            self._schedule_now_locked()
         self.run_flush()
 
     def run_flush(self) -> None:
         """Commit the buffer: here if the connection is free and commits are fast, else hand
         it to the thread (see the module docstring)."""
+        loop = asyncio.get_running_loop()
         with self.lock:
             if (
                 self.flush is not _Flush.SCHEDULED
                 or self.state is not StoreState.OPEN
-                or self.buffer_loop is not asyncio.get_running_loop()
+                or self.buffer_loop is not loop
             ):
                 return
             if not self.buffer:
                 self.flush = _Flush.IDLE
+                return
+            if len(self.buffer) != self.flush_seen and self._may_wait(loop):
+                # The last pass added writes, so more are likely in the next one: wait a pass.
+                self.flush_seen = len(self.buffer)
+                loop.call_soon(self.run_flush)
                 return
             if self.jobs or self.loop_owned:
                 self.flush = _Flush.WAITING  # woken when the connection is free
@@ -373,6 +394,12 @@ class Writer:
             # Another event loop's flush waited while this one held the connection.
             with contextlib.suppress(RuntimeError):  # that loop is closed: close() commits
                 wake.call_soon_threadsafe(self.run_flush)
+
+    def _may_wait(self, loop: asyncio.AbstractEventLoop) -> bool:
+        """Whether the buffer has waited less than a commit takes (at most the inline limit):
+        writes arriving meanwhile would have waited for that commit anyway."""
+        window = min(self.cost or 0.0, self.inline_limit or 0.0)
+        return loop.time() - self.flush_since < window
 
     def _commit_here(self) -> bool:
         limit = self.inline_limit

@@ -761,6 +761,30 @@ async def test_the_saves_of_one_loop_pass_are_one_transaction(store: SQLiteState
     assert after.largest_batch == 50 and after.pending == 0
 
 
+async def test_writes_of_tasks_a_few_passes_apart_still_share_a_transaction(db: Path) -> None:
+    """While each pass of the event loop adds writes, the flush waits another pass (for at most
+    one commit's time: here the clock makes every commit last 5 s), so tasks that drifted out of
+    step commit together again; a writer alone is committed at once."""
+    store = SQLiteStateStore(db, inline_commit_limit=10.0, clock=SteppingClock(step=5.0))
+    try:
+        with anyio.fail_after(10):
+            await store.startup()
+            await store.save_context("alone", "orch", b"x")  # timed: commits take 5 s
+            before = store.statistics()
+
+            async def save_after(passes: int, workflow_id: str) -> None:
+                for _ in range(passes):
+                    await asyncio.sleep(0)
+                await store.save_context(workflow_id, "orch", b"x")
+
+            await asyncio.gather(*(save_after(n, f"wf-{i}") for i, n in enumerate((0, 0, 1, 2, 3))))
+        after = store.statistics()
+        assert (after.commits - before.commits, after.rows - before.rows) == (1, 5)
+        assert after.loop_commits - before.loop_commits == 1
+    finally:
+        await store.aclose()
+
+
 async def test_a_lock_held_elsewhere_never_blocks_the_event_loop(db: Path) -> None:
     """A commit on the loop's thread does not wait for another connection's lock: the batch goes
     to the writer thread (which waits up to busy_timeout) and the loop keeps running."""
@@ -860,6 +884,18 @@ async def test_a_deferred_delete_alone_commits_after_a_short_linger(
         assert await store.get_all_contexts() == []
     with pytest.raises(TypeError, match="workflow_id"):
         store.delete_context_soon(7)  # type: ignore[arg-type]
+
+
+async def test_closing_commits_a_deferred_delete_still_queued(db: Path) -> None:
+    """A deferred delete queued just before shutdown is committed by it (not dropped), and its
+    future resolves."""
+    store = SQLiteStateStore(db)
+    with anyio.fail_after(10):
+        await store.save_context("finished", "orch", b"x")
+        deleted = store.delete_context_soon("finished")
+        await store.aclose()
+        await deleted
+    assert raw_rows(db) == []
 
 
 async def test_the_wal_is_checkpointed_off_the_loop_and_stays_bounded(
