@@ -16,6 +16,7 @@ from isolation import SerializationError as SerializationError
 from ._component import ComponentState as ComponentState
 from ._component import Minion as Minion
 from ._component import Resource as Resource
+from ._control import ControlServer as ControlServer
 from ._errors import ComponentOptionsError as ComponentOptionsError
 from ._errors import ConfigError as ConfigError
 from ._errors import DefinitionError as DefinitionError
@@ -30,11 +31,13 @@ from ._gru import Gru as Gru
 from ._identity import minion_id as minion_id
 from ._identity import pipeline_id as pipeline_id
 from ._identity import resource_id as resource_id
+from ._metrics import MetricsEndpoint as MetricsEndpoint
 from ._pipeline import Pipeline as Pipeline
 from ._policy import Backoff as Backoff
 from ._policy import ComponentOptions as ComponentOptions
 from ._policy import Intensity as Intensity
 from ._run import run as run
+from ._runtime import Extension as Extension
 from ._runtime import Runtime as Runtime
 from ._status import ComponentStatus as ComponentStatus
 from ._steps import AbortWorkflow as AbortWorkflow
@@ -53,13 +56,16 @@ __all__ = [
     "ComponentState",
     "ComponentStatus",
     "ConfigError",
+    "ControlServer",
     "DefinitionError",
     "DependencyCycleError",
     "DependencyError",
+    "Extension",
     "Gru",
     "IdentityConflictError",
     "Intensity",
     "Isolation",
+    "MetricsEndpoint",
     "Minion",
     "MinionsError",
     "Pipeline",

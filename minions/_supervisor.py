@@ -272,7 +272,10 @@ class Supervisor:
         cell.generation += 1
         cell.state = _S.RUNNING
         cell.started_at = datetime.now(UTC)
-        log.info("component.started", component=cell.name, pid=host.pid)
+        if host.pid is None:
+            log.info("component.started", component=cell.name)
+        else:
+            log.info("component.started", component=cell.name, pid=host.pid)
         cell.watcher = asyncio.get_running_loop().create_task(
             self._watch(cell, cell.generation, host), name=f"minions:watch:{cell.name}"
         )
