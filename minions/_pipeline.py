@@ -45,6 +45,8 @@ log = structlog.get_logger("minions")
 
 _RETRY_INITIAL = 0.01
 _RETRY_CAP = 1.0
+#: Events produced back to back before the loop yields to the event loop.
+_BURST = 64
 
 
 class Subscriber(Protocol):
@@ -154,6 +156,7 @@ class Pipeline(Resource, Generic[EventT]):
         name = component_name(cls)
         fanout = _fanout(self)
         failures = 0
+        burst = 0
         while True:
             if not fanout.subscribers:
                 await fanout.has_subscribers.wait()
@@ -190,8 +193,13 @@ class Pipeline(Resource, Generic[EventT]):
                 for subscriber in tuple(fanout.subscribers):
                     await subscriber.deliver(event)
                     fanout.delivered += 1
-            # Every pass yields: a produce_event() that never awaits must not starve the loop.
-            await asyncio.sleep(0)
+            burst += 1
+            if burst >= _BURST:
+                # A produce_event() that never awaits must not starve the event loop; yielding
+                # after every event instead would start the workflows of events produced back
+                # to back in different passes, each pass then committing its own checkpoints.
+                burst = 0
+                await asyncio.sleep(0)
 
 
 def _declared_event_type(cls: type) -> Any:
