@@ -26,9 +26,9 @@ The loop thread never waits for anything but its own commit::
                 │                 └─► COMMIT on the thread (commits measured slow)
                 └─ any error ──► whole batch to the thread, which retries it and reports
 
-**How long may a commit block the loop?** Every commit made on the loop thread is timed (BEGIN
-to the end of COMMIT's fsync); while the moving average exceeds ``inline_commit_limit`` (1 ms by
-default) COMMIT goes to the writer thread instead, so a slow disk costs a thread hop per commit
+**How long may a commit block the loop?** Every COMMIT made on the loop thread is timed (its
+fsync included); while the moving average exceeds ``inline_commit_limit`` (1 ms by default)
+COMMIT goes to the writer thread instead, so a slow disk costs a thread hop per commit
 rather than stalled callbacks. The rows are still applied on the loop (no I/O, no lock waits),
 and every few hundred commits one is made on the loop again to notice a disk that got fast
 (probes back off while it stays slow). ``inline_commit_limit=None`` sends every transaction to
