@@ -34,6 +34,9 @@ minions_checkpoint_commits_total                (the SQLite state store)        
 minions_checkpoint_rows_total                   (rows per commit: rows / commits)      counter
 minions_checkpoint_batch_rows_max               (largest commit so far)                gauge
 minions_checkpoint_last_commit_seconds          (BEGIN to COMMIT, fsync included)      gauge
+minions_checkpoint_commit_duration_seconds      (every commit)                         histogram
+minions_checkpoint_batch_rows                   (rows per commit)                      histogram
+minions_workflow_step_duration_seconds          orchestration, step                    histogram
 process_*                                       (the runtime's own process)            various
 ==============================================  =====================================  ========
 
@@ -65,6 +68,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ._component import ComponentState
+from ._histogram import HistogramSnapshot
 from ._status import ComponentStatus
 from ._usage import Usage, UsageSampler
 
@@ -226,6 +230,7 @@ class _Reading:
     usage: dict[str, Usage]
     workflows: dict[str, Any]  # orchestration id -> WorkflowStatistics
     store: Any  # the state store's statistics(), when it has them
+    steps: dict[str, dict[str, HistogramSnapshot]]  # orchestration id -> step -> durations
 
 
 class _RuntimeCollector(Collector):
@@ -278,6 +283,7 @@ class _RuntimeCollector(Collector):
         self._sampler.forget_others(pids)
         usage = {s.name: self._sampler.sample(s.pid) for s in statuses if s.pid is not None}
         workflows: dict[str, Any] = {}
+        steps: dict[str, dict[str, HistogramSnapshot]] = {}
         store: Any = None
         try:
             for instance in self._runtime.instances().values():
@@ -285,13 +291,14 @@ class _RuntimeCollector(Collector):
                     services = instance.services
                     for orchestration, counters in list(services.counters.items()):
                         workflows[orchestration] = counters.snapshot()
+                        steps[orchestration] = counters.step_durations()
                     statistics = getattr(services.state_store, "statistics", None)
                     if callable(statistics):
                         store = statistics()
         except Exception as exc:  # the other families are still worth serving
             log.warning("metrics.workflows_unreadable", reason=f"{type(exc).__name__}: {exc}")
         meters = [meter.snapshot() for meter in list(self._meters.values())]
-        return _Reading(meters, statuses, usage, workflows, store)
+        return _Reading(meters, statuses, usage, workflows, store, steps)
 
 
 def _call_families(meters: list[_Meter]) -> Iterator[Metric]:
@@ -416,6 +423,18 @@ def _workflow_families(reading: _Reading) -> Iterator[Metric]:
             saved.add_metric([orchestration], float(stats.checkpoints_saved))
             failures.add_metric([orchestration], float(stats.checkpoint_failures))
         yield from (*outcomes.values(), in_flight, saved, failures)
+    step_seconds = HistogramMetricFamily(
+        "minions_workflow_step_duration_seconds",
+        "How long workflow steps took, per orchestration and step.",
+        labels=["orchestration", "step"],
+    )
+    for orchestration, durations in sorted(reading.steps.items()):
+        for step, snapshot in sorted(durations.items()):
+            step_seconds.add_metric(
+                [orchestration, step], snapshot.cumulative(), sum_value=snapshot.sum
+            )
+    if reading.steps:
+        yield step_seconds
     store = reading.store
     if store is None:
         return
@@ -434,6 +453,23 @@ def _workflow_families(reading: _Reading) -> Iterator[Metric]:
         "Rows in the state store's largest transaction so far.",
         value=float(getattr(store, "largest_batch", 0)),
     )
+    for name, attribute, text in (
+        (
+            "minions_checkpoint_commit_duration_seconds",
+            "commit_seconds",
+            "Seconds from BEGIN to the end of COMMIT of each state store transaction.",
+        ),
+        (
+            "minions_checkpoint_batch_rows",
+            "batch_rows",
+            "Checkpoint saves and deletes carried by each state store transaction.",
+        ),
+    ):
+        observed = getattr(store, attribute, None)
+        if isinstance(observed, HistogramSnapshot):
+            histogram = HistogramMetricFamily(name, text)
+            histogram.add_metric([], observed.cumulative(), sum_value=observed.sum)
+            yield histogram
     latency = getattr(store, "last_commit_latency", None)
     if latency is not None:
         yield GaugeMetricFamily(

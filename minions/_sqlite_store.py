@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._clock import Clock, MonotonicClock
+from ._histogram import HistogramSnapshot
 from ._sqlite_schema import APPLICATION_ID, SCHEMA_VERSION
 from ._sqlite_writer import DELETE, PING, READ_ALL, READ_ORCHESTRATION, SAVE, Writer
 from ._state_store import StateStore, StoredContext, check_context_args
@@ -82,6 +83,9 @@ class SQLiteStoreStatistics:
     pending: int
     #: Of ``commits``, those made on the event loop's thread (the idle fast path).
     loop_commits: int = 0
+    #: Every commit's duration (BEGIN to the end of COMMIT) and size in rows.
+    commit_seconds: HistogramSnapshot | None = None
+    batch_rows: HistogramSnapshot | None = None
     #: Moving average of the commits timed on the event loop's thread (None before the first).
     commit_cost: float | None = None
 
@@ -166,6 +170,8 @@ class SQLiteStateStore(StateStore):
                 pending=w.submitted - w.settled,
                 loop_commits=w.loop_commits,
                 commit_cost=w.cost,
+                commit_seconds=w.commit_seconds.snapshot(),
+                batch_rows=w.batch_rows.snapshot(),
             )
 
     async def save_context(self, workflow_id: str, orchestration_id: str, context: bytes) -> None:

@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from ._clock import Clock
+from ._histogram import BATCH_BUCKETS, SECONDS_BUCKETS, Histogram
 from ._sqlite_schema import (
     DELETE_ROW,
     SELECT_ALL,
@@ -167,6 +168,8 @@ class Writer:
         self.largest_batch = 0
         self.failed_commits = 0
         self.last_commit_latency: float | None = None
+        self.commit_seconds = Histogram(SECONDS_BUCKETS)
+        self.batch_rows = Histogram(BATCH_BUCKETS)
 
     # -- submitting (event loop threads) ------------------------------------------------------
 
@@ -430,6 +433,8 @@ class Writer:
         self.rows += rows
         self.largest_batch = max(self.largest_batch, rows)
         self.last_commit_latency = latency
+        self.commit_seconds.observe(latency)
+        self.batch_rows.observe(rows)
         commits, total = self.since_checkpoint
         commits, total = commits + 1, total + rows
         due = commits >= _CHECKPOINT_COMMITS or total >= _CHECKPOINT_ROWS

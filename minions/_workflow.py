@@ -46,6 +46,7 @@ import hashlib
 import json
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -417,7 +418,13 @@ class WorkflowRunner:
             while index < len(self._steps):
                 if index != start or not resumed:
                     await self._checkpoint(workflow, index)
-                await self._steps[index]()
+                began = time.perf_counter()
+                try:
+                    await self._steps[index]()
+                finally:
+                    self._counters.observe_step(
+                        self._spec.steps[index], time.perf_counter() - began
+                    )
                 index += 1
         except AbortWorkflow:
             logger.log(logging.INFO, "workflow.aborted", minion=self._name,

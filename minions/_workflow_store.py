@@ -48,6 +48,7 @@ import pydantic
 from ._clock import Clock, MonotonicClock
 from ._component import Resource
 from ._errors import MinionsError
+from ._histogram import Histogram, HistogramSnapshot
 from ._policy import Backoff
 from ._runtime import default_project_dir
 from ._sqlite_store import SQLiteStateStore, default_state_path
@@ -114,10 +115,11 @@ _FIELDS = tuple(f.name for f in fields(WorkflowStatistics))
 class WorkflowCounters:
     """The live counters behind :class:`WorkflowStatistics`, with a way to await a condition."""
 
-    __slots__ = ("_values", "_waiters")
+    __slots__ = ("_steps", "_values", "_waiters")
 
     def __init__(self) -> None:
         self._values = dict.fromkeys(_FIELDS, 0)
+        self._steps: dict[str, Histogram] = {}
         self._waiters: list[
             tuple[Callable[[WorkflowStatistics], bool], asyncio.Future[WorkflowStatistics]]
         ] = []
@@ -126,6 +128,17 @@ class WorkflowCounters:
         self._values[name] += amount
         if self._waiters:
             self._wake()
+
+    def observe_step(self, step: str, seconds: float) -> None:
+        """Record how long one run of ``step`` took (returned, raised, or was cancelled)."""
+        histogram = self._steps.get(step)
+        if histogram is None:
+            histogram = self._steps[step] = Histogram()
+        histogram.observe(seconds)
+
+    def step_durations(self) -> dict[str, HistogramSnapshot]:
+        """Per step name, the durations of its runs so far."""
+        return {step: h.snapshot() for step, h in self._steps.items()}
 
     def snapshot(self) -> WorkflowStatistics:
         return WorkflowStatistics(**self._values)

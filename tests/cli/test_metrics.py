@@ -240,6 +240,33 @@ def test_metrics_are_scraped_over_http_with_the_values_of_known_work(
     assert value(samples, "minions_checkpoint_rows_total") >= commits
     assert value(samples, "minions_checkpoint_batch_rows_max") >= 1
     assert 0 < value(samples, "minions_checkpoint_last_commit_seconds") < LIMIT
+    # Every commit is timed and sized; every step run is timed, per step name.
+    assert value(samples, "minions_checkpoint_commit_duration_seconds_count") == commits
+    assert value(samples, "minions_checkpoint_batch_rows_count") == commits
+    assert value(samples, "minions_checkpoint_batch_rows_sum") == value(
+        samples, "minions_checkpoint_rows_total"
+    )
+    step_names = {
+        dict(labels)["step"]
+        for name, labels in samples
+        if name == "minions_workflow_step_duration_seconds_count"
+    }
+    assert step_names
+    for step in step_names:
+        runs = value(
+            samples, "minions_workflow_step_duration_seconds_count", step=step, **workflows
+        )
+        assert runs == 3
+        assert (
+            value(
+                samples,
+                "minions_workflow_step_duration_seconds_bucket",
+                le="+Inf",
+                step=step,
+                **workflows,
+            )
+            == runs
+        )
 
 
 def test_metrics_listen_on_loopback_only_and_status_metrics_prints_them(
