@@ -98,9 +98,8 @@ def peer_store(logger: Any) -> Any:
 
 
 async def measure(in_flight: int, seconds: float, warmup: float, logger: str) -> dict[str, Any]:
-    from minions.implementations import FileLogger
-
     from minions import Gru
+    from minions.implementations import FileLogger
 
     # The wheel imports the workload by module path, so it lives on sys.path, beside this file.
     peer_workload = importlib.import_module("peer_workload")
