@@ -40,10 +40,17 @@ from isolation import (
     resolve,
 )
 
-from ._errors import StartupError
+from ._errors import RuntimeStateError, StartupError
 from ._graph import Node, declared_config, declared_dependencies
 from ._host import Outcome, construct_with
-from ._isolated import Zygotes, _forward_log, _forward_output, isolation_of
+from ._isolated import (
+    Zygotes,
+    _forward_log,
+    _forward_output,
+    _fresh_class,
+    fresh_source,
+    isolation_of,
+)
 from ._policy import Policy
 from ._steps import (
     AbortWorkflow,
@@ -119,7 +126,11 @@ class StepServer:
 def build_steps_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> StepServer:
     """The child's factory: the user's minion, with proxies for its resources, behind a
     :class:`StepServer`. The pipeline and the store stay in the parent (``None`` here)."""
-    cls = resolve(payload["component"], what="workflow minion")
+    fresh = payload.get("fresh")
+    if fresh:  # a redeploy: the minion's module runs again from its source file
+        cls = _fresh_class(payload["component"], fresh)
+    else:
+        cls = resolve(payload["component"], what="workflow minion")
     dependencies = {dep.name: proxies.get(dep.name) for dep in declared_dependencies(cls)}
     config_type, config_via = declared_config(cls)
     config = None
@@ -132,8 +143,17 @@ def build_steps_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any])
 class IsolatedWorkflowHost:
     """Runs the workflows of one incarnation: the runner here, the steps in a child."""
 
-    def __init__(self, node: Node, policy: Policy, isolated: object, zygotes: Zygotes) -> None:
+    def __init__(
+        self,
+        node: Node,
+        policy: Policy,
+        isolated: object,
+        zygotes: Zygotes,
+        *,
+        fresh_code: bool = False,
+    ) -> None:
         self._node = node
+        self._fresh_code = fresh_code
         self._policy = policy
         self._isolation = isolation_of(node, isolated)
         self._zygotes = zygotes
@@ -160,11 +180,21 @@ class IsolatedWorkflowHost:
         remote = [(dep, bound) for dep, bound in node.dependencies if dep.name not in parent_side]
         if config is None:
             config = node.cls.__dict__.get("config")  # a Gru binding's config
+        payload: dict[str, Any] = {
+            "component": reference(user),
+            "name": node.name,
+            "config": _dump(config),
+        }
+        if self._fresh_code:
+            try:
+                payload["fresh"] = fresh_source(user)
+            except RuntimeStateError as exc:
+                raise StartupError(node.name, str(exc)) from None
         spec = ChildSpec(
             component=node.name,
             factory=FACTORY,
             services={dep.name: reference(bound) for dep, bound in remote},
-            payload={"component": reference(user), "name": node.name, "config": _dump(config)},
+            payload=payload,
             isolation=self._isolation,
         )
         context = contextvars.copy_context()

@@ -357,7 +357,13 @@ class Runtime:
             if step_names(node.cls):
                 from ._isolated_workflow import IsolatedWorkflowHost
 
-                return IsolatedWorkflowHost(node, policy, options.isolated, self._zygote_source())
+                return IsolatedWorkflowHost(
+                    node,
+                    policy,
+                    options.isolated,
+                    self._zygote_source(),
+                    fresh_code=node.cls in self._redeployed,
+                )
             return IsolatedHost(
                 node,
                 policy,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -213,3 +214,81 @@ async def test_an_event_arriving_during_a_stop_is_kept_for_the_next_start(tmp_pa
             await Gate.both.wait()
     assert sorted(Gate.finished) == [0, 1]
     assert Pair.produced == 2
+
+
+VERSIONED = """
+import asyncio
+import sys
+from dataclasses import dataclass
+from typing import ClassVar
+
+from minions import Minion, Pipeline, Resource, minion_step
+
+
+@dataclass(frozen=True)
+class Tick:
+    n: int
+
+
+@dataclass
+class TickContext:
+    seen: str = ""
+
+
+class Ticks(Pipeline[Tick]):
+    def __init__(self) -> None:
+        self._n = 0
+
+    async def produce_event(self) -> Tick:
+        await asyncio.sleep(0.01)  # the source's own pace
+        self._n += 1
+        return Tick(self._n)
+
+
+class Versions(Resource):
+    seen: ClassVar[list[str]] = []
+    changed: ClassVar[asyncio.Event]
+
+    async def saw(self, version: str) -> None:
+        if version not in self.seen:
+            self.seen.append(version)
+            self.changed.set()
+
+
+class Stamper(Minion[Tick, TickContext], isolated=True):
+    ticks: Ticks
+    versions: Versions
+
+    @minion_step
+    async def stamp(self) -> None:
+        await self.versions.saw("VERSION")
+"""
+
+
+async def test_redeploy_runs_an_isolated_workflow_minions_new_code(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`Runtime.redeploy` restarts an isolated workflow minion in a child that runs its module's
+    code anew: its steps change behaviour while the parent (pipeline, store) keeps running."""
+    import importlib
+
+    source = tmp_path / "stamping.py"
+    source.write_text(VERSIONED.replace("VERSION", "v1"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("stamping")
+    module.Versions.seen, module.Versions.changed = [], asyncio.Event()
+    config: dict[str, Any] = {"WorkflowStore": {"path": str(tmp_path / "state.sqlite3")}}
+    try:
+        with anyio.fail_after(LIMIT):
+            async with Runtime(project_dir=tmp_path, config=config) as rt:
+                await rt.start(module.Stamper)
+                await module.Versions.changed.wait()
+                assert module.Versions.seen == ["v1"]
+                module.Versions.changed.clear()
+                source.write_text(VERSIONED.replace("VERSION", "v2"))
+                await rt.redeploy("Stamper")
+                await module.Versions.changed.wait()
+                assert rt.status()["Ticks"].restarts == 0
+    finally:
+        sys.modules.pop("stamping", None)
+    assert module.Versions.seen == ["v1", "v2"]
