@@ -120,6 +120,28 @@ def fresh_source(cls: type) -> dict[str, str]:
     return {"module": cls.__module__, "file": os.path.abspath(path)}
 
 
+def component_context(name: str) -> contextvars.Context:
+    """A copy of the current context whose log events carry ``component=name``."""
+    context = contextvars.copy_context()
+    context.run(structlog.contextvars.bind_contextvars, component=name)
+    return context
+
+
+async def spawn_child(
+    zygotes: Zygotes, name: str, spec: ChildSpec, services: Mapping[str, object]
+) -> ChildProcess:
+    """Fork the child of component ``name``; a failure to start is a :class:`StartupError`.
+
+    The spawn runs in a context tagged with the component, so that the calls its child makes
+    into this process (served by tasks of that channel) log under the component's name.
+    """
+    spawn = zygotes.get().spawn(spec, services, on_log=_forward_log, on_output=_forward_output)
+    try:
+        return await asyncio.get_running_loop().create_task(spawn, context=component_context(name))
+    except ChildStartError as exc:
+        raise StartupError(name, f"{name} failed to start in its child: {exc}") from exc
+
+
 class IsolatedHost:
     """Runs one incarnation of a component in a child process.
 
@@ -191,19 +213,7 @@ class IsolatedHost:
                 )
                 for dep, bound in node.dependencies
             }
-        # Spawned in a context tagged with the component, so that the calls its child makes
-        # into this process (served by tasks of that channel) log under the component's name.
-        context = contextvars.copy_context()
-        context.run(structlog.contextvars.bind_contextvars, component=node.name)
-        spawn = self._zygotes.get().spawn(
-            spec, services, on_log=_forward_log, on_output=_forward_output
-        )
-        try:
-            self._child = await asyncio.get_running_loop().create_task(spawn, context=context)
-        except ChildStartError as exc:
-            raise StartupError(
-                node.name, f"{node.name} failed to start in its child: {exc}"
-            ) from exc
+        self._child = await spawn_child(self._zygotes, node.name, spec, services)
 
     async def wait(self) -> Outcome:
         assert self._child is not None

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import os
 import signal
 from collections.abc import Mapping
@@ -33,7 +32,6 @@ import structlog
 from isolation import (
     ChildProcess,
     ChildSpec,
-    ChildStartError,
     ComponentCrashed,
     RemoteError,
     reference,
@@ -45,11 +43,11 @@ from ._graph import Node, declared_config, declared_dependencies
 from ._host import Outcome, construct_with
 from ._isolated import (
     Zygotes,
-    _forward_log,
-    _forward_output,
     _fresh_class,
+    component_context,
     fresh_source,
     isolation_of,
+    spawn_child,
 )
 from ._policy import Policy
 from ._steps import (
@@ -197,24 +195,12 @@ class IsolatedWorkflowHost:
             payload=payload,
             isolation=self._isolation,
         )
-        context = contextvars.copy_context()
-        context.run(structlog.contextvars.bind_contextvars, component=node.name)
-        spawn = self._zygotes.get().spawn(
-            spec,
-            {dep.name: provided[bound] for dep, bound in remote},
-            on_log=_forward_log,
-            on_output=_forward_output,
-        )
-        try:
-            self._child = await asyncio.get_running_loop().create_task(spawn, context=context)
-        except ChildStartError as exc:
-            raise StartupError(
-                node.name, f"{node.name} failed to start in its child: {exc}"
-            ) from exc
+        services = {dep.name: provided[bound] for dep, bound in remote}
+        self._child = await spawn_child(self._zygotes, node.name, spec, services)
         self._steps = self._child.proxy(StepServer)
         self._shadow = self._make_shadow(provided, config, parent_side)
         self._task = asyncio.get_running_loop().create_task(
-            self._shadow.run(), name=f"minions:{node.name}", context=context
+            self._shadow.run(), name=f"minions:{node.name}", context=component_context(node.name)
         )
 
     def _make_shadow(
