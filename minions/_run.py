@@ -6,8 +6,9 @@ arrives. The first signal stops everything gracefully in reverse dependency orde
 forces the stop (no more waiting for stop timeouts or ``shutdown()`` hooks).
 
 It returns after a clean stop. Otherwise it raises :class:`SystemExit` so that the program's
-exit status tells a service manager what happened: 1 when a component was given up, 128 + the
-signal number when a second signal forced the stop. Definition errors (a cycle, a missing
+exit status tells a service manager what happened: 1 when a component was given up, or crashed
+and was not restarted (``restart="temporary"``), 128 + the signal number when a second signal
+forced the stop. Definition errors (a cycle, a missing
 dependency, invalid config) are raised before anything starts.
 
 While it runs, the system answers the ``minions`` command on its control socket
@@ -143,9 +144,11 @@ async def _main(
         if forced:
             runtime.kill()
             return 128 + received[-1]
-        given_up = runtime.given_up
-        if given_up:
-            log.error("runtime.stopped", reason=f"given up: {', '.join(given_up)}")
+        given_up, crashed = runtime.given_up, runtime.ended_by_crash
+        if given_up or crashed:
+            reasons = [f"given up: {', '.join(given_up)}"] if given_up else []
+            reasons += [f"crashed, not restarted: {', '.join(crashed)}"] if crashed else []
+            log.error("runtime.stopped", reason="; ".join(reasons))
             return EXIT_GIVEN_UP
         log.info("runtime.stopped", reason="clean stop")
         return 0

@@ -244,6 +244,16 @@ class Runtime:
         """Names of the components given up after too many restarts."""
         return [c.name for c in self._supervisor.cells if c.state is ComponentState.FAILED]
 
+    @property
+    def ended_by_crash(self) -> list[str]:
+        """Names of the components whose last run crashed and were not restarted (their
+        policy is ``temporary``)."""
+        return [
+            c.name
+            for c in self._supervisor.cells
+            if c.ended_by_crash and c.state is ComponentState.STOPPED
+        ]
+
     async def wait(self) -> None:
         """Return once every minion is at rest: completed, stopped, or given up.
 

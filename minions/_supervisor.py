@@ -58,6 +58,8 @@ class Cell:
     crashes: int = 0
     crash_causes: dict[str, int] = field(default_factory=dict)
     last_error: str | None = None
+    #: Its last incarnation crashed and its policy did not restart it (``temporary``).
+    ended_by_crash: bool = False
     started_at: datetime | None = None
     timer: asyncio.Task[None] | None = None
     watcher: asyncio.Task[None] | None = None
@@ -270,6 +272,7 @@ class Supervisor:
             cell.state = _S.STOPPED
             raise
         cell.generation += 1
+        cell.ended_by_crash = False
         cell.state = _S.RUNNING
         cell.started_at = datetime.now(UTC)
         if host.pid is None:
@@ -324,6 +327,7 @@ class Supervisor:
             await self._stop_dependents(cell, _S.STOPPED, f"its dependency {cell.name} stopped")
             await self._release(cell, host)
             cell.state = _S.STOPPED if crashed else _S.COMPLETED
+            cell.ended_by_crash = crashed
             event = "component.stopped" if crashed else "component.completed"
             log.info(event, component=cell.name, reason=f"{cause}; restart={cell.policy.restart}")
             return

@@ -338,6 +338,26 @@ def test_run_returns_when_every_minion_has_finished(program: Any) -> None:
     assert completed == {"Once", "Twice"}
 
 
+def test_a_temporary_component_that_crashed_makes_the_exit_status_1(program: Any) -> None:
+    """A crash that the policy does not restart is not a clean stop: status 1, and the log
+    says which component crashed."""
+    p = program(
+        """
+        class OneShot(Minion, restart="temporary"):
+            async def run(self):
+                raise RuntimeError("bad input")
+
+
+        run(OneShot)
+        say("RETURNED")
+        """
+    )
+    assert p.finish() == 1, p.describe()
+    assert "RETURNED" not in p.output
+    stopped = [e for e in p.log_events() if e["event"] == "runtime.stopped"]
+    assert stopped[-1]["reason"] == "crashed, not restarted: OneShot"
+
+
 LIFECYCLE = """
 from minions import Backoff
 
