@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import queue
 import re
@@ -19,6 +20,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -220,7 +222,30 @@ def running(project: Path, start_system: type[System]) -> System:
     system.wait_for(r"noted: Ticker running")
     system.wait_for(r"noted: Strategy v1")
     system.wait_for(r"noted: MainWorker m1")
+    wait_all_running(project)
     return system
+
+
+def status_components(project: Path) -> dict[str, dict[str, object]]:
+    """``minions status --json``'s components, by name."""
+    result = cli("status", "--json", "--project", str(project))
+    assert result.code == 0, result.err
+    return {c["name"]: c for c in json.loads(result.out)["components"]}
+
+
+def wait_all_running(project: Path, timeout: float = LIMIT) -> dict[str, dict[str, object]]:
+    """Ask the system until it reports every component running.
+
+    An isolated child prints its readiness line from ``run()``, which may reach the test a
+    moment before the parent has processed the child's READY and marked the component running.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        found = status_components(project)
+        if all(c["state"] == "running" for c in found.values()):
+            return found
+        states = {name: c["state"] for name, c in found.items()}
+        assert time.monotonic() < deadline, f"not every component is running: {states}"
 
 
 @dataclass(frozen=True)

@@ -7,16 +7,13 @@ edit the project's files, redeploy, and watch for the new version.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from .conftest import System, cli
+from .conftest import System, cli, status_components
 
 
 def components(project: Path) -> dict[str, dict[str, object]]:
-    result = cli("status", "--json", "--project", str(project))
-    assert result.code == 0, result.err
-    return {c["name"]: c for c in json.loads(result.out)["components"]}
+    return status_components(project)
 
 
 def edit(path: Path, old: str, new: str) -> None:
