@@ -49,7 +49,6 @@ bounded set (component, method and orchestration names, fixed outcome and cause 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import concurrent.futures
 import threading
 from collections.abc import Iterator
@@ -68,7 +67,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from ._component import ComponentState
-from ._histogram import HistogramSnapshot
+from ._histogram import SECONDS_BUCKETS, Histogram, HistogramSnapshot
 from ._status import ComponentStatus
 from ._usage import Usage, UsageSampler
 
@@ -80,26 +79,7 @@ __all__ = ["LATENCY_BUCKETS", "MetricsEndpoint", "RuntimeMetrics"]
 log = structlog.get_logger("minions")
 
 #: Proxied calls take tens of microseconds to seconds: buckets from 50 us to 10 s.
-LATENCY_BUCKETS = (
-    0.00005,
-    0.0001,
-    0.00025,
-    0.0005,
-    0.001,
-    0.0025,
-    0.005,
-    0.01,
-    0.025,
-    0.05,
-    0.1,
-    0.25,
-    0.5,
-    1.0,
-    2.5,
-    5.0,
-    10.0,
-)
-_BOUND_LABELS = (*(repr(bound) for bound in LATENCY_BUCKETS), "+Inf")
+LATENCY_BUCKETS = SECONDS_BUCKETS
 #: How long a scrape waits for the event loop to read the runtime's records.
 _READ_TIMEOUT = 5.0
 _WORKFLOW_OUTCOMES = ("started", "resumed", "succeeded", "aborted", "failed", "interrupted")
@@ -113,20 +93,18 @@ class _Meter:
     costs a bisection and three additions. The families are built from them at scrape time.
     """
 
-    __slots__ = ("buckets", "calls", "items", "labels", "streams", "total")
+    __slots__ = ("calls", "durations", "items", "labels", "streams")
 
     def __init__(self, labels: tuple[str, str, str]) -> None:
         self.labels = labels
         self.calls: dict[str, int] = {}
         self.streams: dict[str, int] = {}
-        self.buckets = [0] * (len(LATENCY_BUCKETS) + 1)  # the last one: above every bound
-        self.total = 0.0
+        self.durations = Histogram(LATENCY_BUCKETS)
         self.items = 0
 
     def call(self, seconds: float, outcome: str) -> None:
         self.calls[outcome] = self.calls.get(outcome, 0) + 1
-        self.buckets[bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
-        self.total += seconds
+        self.durations.observe(seconds)
 
     def stream(self, outcome: str) -> None:
         self.streams[outcome] = self.streams.get(outcome, 0) + 1
@@ -134,11 +112,21 @@ class _Meter:
     def item(self) -> None:
         self.items += 1
 
-    def snapshot(self) -> _Meter:
-        copy = _Meter(self.labels)
-        copy.calls, copy.streams = dict(self.calls), dict(self.streams)
-        copy.buckets, copy.total, copy.items = list(self.buckets), self.total, self.items
-        return copy
+    def snapshot(self) -> _MeterReading:
+        return _MeterReading(
+            self.labels, dict(self.calls), dict(self.streams), self.durations.snapshot(), self.items
+        )
+
+
+@dataclass(frozen=True)
+class _MeterReading:
+    """A :class:`_Meter` at one scrape."""
+
+    labels: tuple[str, str, str]
+    calls: dict[str, int]
+    streams: dict[str, int]
+    durations: HistogramSnapshot
+    items: int
 
 
 class RuntimeMetrics:
@@ -225,7 +213,7 @@ def _shut_down(server: Any, thread: threading.Thread | None) -> None:
 
 @dataclass(frozen=True)
 class _Reading:
-    meters: list[_Meter]
+    meters: list[_MeterReading]
     statuses: list[ComponentStatus]
     usage: dict[str, Usage]
     workflows: dict[str, Any]  # orchestration id -> WorkflowStatistics
@@ -301,7 +289,7 @@ class _RuntimeCollector(Collector):
         return _Reading(meters, statuses, usage, workflows, store, steps)
 
 
-def _call_families(meters: list[_Meter]) -> Iterator[Metric]:
+def _call_families(meters: list[_MeterReading]) -> Iterator[Metric]:
     labels = ["component", "target", "method"]
     calls = CounterMetricFamily(
         "minions_proxy_calls",
@@ -329,11 +317,7 @@ def _call_families(meters: list[_Meter]) -> Iterator[Metric]:
         for outcome, count in sorted(meter.calls.items()):
             calls.add_metric([*names, outcome], float(count))
         if meter.calls:
-            cumulative, running = [], 0
-            for bound, count in zip(_BOUND_LABELS, meter.buckets, strict=True):
-                running += count
-                cumulative.append((bound, float(running)))
-            duration.add_metric(names, cumulative, sum_value=meter.total)
+            duration.add_metric(names, meter.durations.cumulative(), sum_value=meter.durations.sum)
         for outcome, count in sorted(meter.streams.items()):
             streams.add_metric([*names, outcome], float(count))
         if meter.items or meter.streams:
