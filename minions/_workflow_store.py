@@ -393,6 +393,12 @@ class WorkflowStore(Resource):
             self._unsettled.add(retry)
             retry.add_done_callback(self._unsettled.discard)
             return
+        self._keep_for_later(workflow_id, orchestration_id, policy, exc)
+
+    def _keep_for_later(
+        self, workflow_id: str, orchestration_id: str, policy: PersistencePolicy, exc: Exception
+    ) -> None:
+        """A delete that failed for good now: retried after the next successful checkpoint."""
         self._pending_deletes[workflow_id] = None
         self.services.logger.log(
             logging.WARNING,
@@ -414,16 +420,7 @@ class WorkflowStore(Resource):
                 await services.state_store.delete_context(workflow_id)
             except Exception as exc:
                 if policy == "continue-on-failure" or not _retryable(exc):
-                    self._pending_deletes[workflow_id] = None
-                    services.logger.log(
-                        logging.WARNING,
-                        "workflow.delete_failed",
-                        orchestration=orchestration_id,
-                        workflow=workflow_id,
-                        reason=_describe(exc),
-                        policy=policy,
-                        note="retried after the next successful checkpoint",
-                    )
+                    self._keep_for_later(workflow_id, orchestration_id, policy, exc)
                     return
                 delay = RETRY_BACKOFF.delay(attempt, services.rng)
                 attempt += 1
