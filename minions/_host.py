@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -20,7 +20,7 @@ import structlog
 
 from ._component import Component, has_own_run
 from ._errors import StartupError
-from ._graph import Node, declared_dependencies
+from ._graph import Dependency, Node, declared_dependencies
 from ._policy import Policy
 
 log = structlog.get_logger("minions")
@@ -154,7 +154,10 @@ class LocalHost:
 def construct(node: Node, provided: Mapping[type[Any], object], config: object | None) -> Component:
     """Build the component of ``node`` from the instances of its bound dependencies."""
     dependencies = {dep.name: provided[bound] for dep, bound in node.dependencies}
-    return construct_with(node.cls, dependencies, config, node.config_via, name=node.name)
+    declared = [dep for dep, _ in node.dependencies]
+    return construct_with(
+        node.cls, dependencies, config, node.config_via, name=node.name, declared=declared
+    )
 
 
 def construct_with(
@@ -164,12 +167,17 @@ def construct_with(
     config_via: str | None,
     *,
     name: str | None = None,
+    declared: Iterable[Dependency] | None = None,
 ) -> Component:
-    """Build ``cls``: attributes injected first, so ``__init__`` may use them too."""
+    """Build ``cls``: attributes injected first, so ``__init__`` may use them too.
+
+    ``declared`` is what ``cls`` declares, when the caller has it already (the graph does);
+    otherwise its annotations are read here.
+    """
     kwargs: dict[str, object] = {}
     try:
         instance = cls.__new__(cls)
-        for dep in declared_dependencies(cls):
+        for dep in declared_dependencies(cls) if declared is None else declared:
             if dep.via == "attribute":
                 setattr(instance, dep.name, dependencies[dep.name])
             else:
