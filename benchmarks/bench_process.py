@@ -35,7 +35,7 @@ import zmq
 # first so that its packages are found however the project is installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from isolation import ChildSpec, Isolation, Zygote
+from isolation import ChildSpec, Isolation, Zygote, spawn
 
 ROUNDS = 30
 #: How long a child runs before it is crashed: long enough for the zygote to make its spare.
@@ -135,7 +135,7 @@ def floor_memory() -> tuple[int, int]:
 
 
 async def crash_detected(zygote: Zygote) -> float:
-    child = await zygote.spawn(SPEC, {})
+    child = await spawn(zygote, SPEC, {})
     start = time.perf_counter()
     os.kill(child.pid, signal.SIGKILL)
     await child.wait()
@@ -143,12 +143,12 @@ async def crash_detected(zygote: Zygote) -> float:
 
 
 async def crash_restarted(zygote: Zygote) -> float:
-    child = await zygote.spawn(SPEC, {})
+    child = await spawn(zygote, SPEC, {})
     await asyncio.sleep(RUNNING_SECONDS)
     start = time.perf_counter()
     os.kill(child.pid, signal.SIGKILL)
     await child.wait()
-    replacement = await zygote.spawn(SPEC, {})
+    replacement = await spawn(zygote, SPEC, {})
     elapsed = time.perf_counter() - start
     await replacement.stop()
     return elapsed
@@ -156,7 +156,7 @@ async def crash_restarted(zygote: Zygote) -> float:
 
 async def isolated_memory(zygote: Zygote) -> tuple[tuple[int, int], tuple[int, int]]:
     """(USS, RSS) of an idle isolated child, and of the zygote's spare."""
-    child = await zygote.spawn(SPEC, {})
+    child = await spawn(zygote, SPEC, {})
     await asyncio.sleep(RUNNING_SECONDS)
     try:
         info = psutil.Process(child.pid).memory_full_info()

@@ -32,9 +32,9 @@ import threading
 import time
 from pathlib import Path
 
-from minions._sqlite_schema import SCHEMA as _SCHEMA
-from minions._sqlite_schema import UPSERT as _UPSERT
-from minions._sqlite_store import SQLiteStateStore
+from minions.workflows.sqlite.schema import SCHEMA as _SCHEMA
+from minions.workflows.sqlite.schema import UPSERT as _UPSERT
+from minions.workflows.sqlite.store import SQLiteStateStore
 
 # The raw floors use the store's own table and statement, so the comparison is like for like,
 # and the same key space: each saver (or raw batch slot) cycles over this many workflow ids.

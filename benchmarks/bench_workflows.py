@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from minions import Gru, Minion, Pipeline, minion_step
-from minions._logging import configure_logging
+from minions.core.logs import configure_logging
 from minions.implementations import SQLiteStateStore
 
 HERE = Path(__file__).resolve().parent

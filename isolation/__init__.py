@@ -16,6 +16,7 @@ from ._interface import remote_interface as remote_interface
 from ._limits import Isolation as Isolation
 from ._process import ChildProcess as ChildProcess
 from ._process import ChildState as ChildState
+from ._process import spawn as spawn
 from ._protocol import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
 from ._rpc import Peer as Peer
 from ._rpc import PeerState as PeerState
@@ -48,4 +49,5 @@ __all__ = [
     "reference",
     "remote_interface",
     "resolve",
+    "spawn",
 ]

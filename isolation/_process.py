@@ -30,7 +30,7 @@ import secrets
 import signal
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # ships no type information
 import zmq
@@ -42,12 +42,9 @@ from ._logs import default_log_sink
 from ._output import OutputPump, default_output_sink
 from ._rpc import Peer
 from ._spec import ChildSpec, resolve
-from ._zygote import ExitStatus, Forked
+from ._zygote import ExitStatus, Forked, Zygote
 
-if TYPE_CHECKING:
-    from ._zygote import Zygote
-
-__all__ = ["ChildProcess", "ChildState", "launch"]
+__all__ = ["ChildProcess", "ChildState", "spawn"]
 
 CHILD_ENTRY = "isolation._child:main"
 #: How long a cleanly exited child's final report may trail its death.
@@ -74,15 +71,24 @@ class ChildState(enum.Enum):
     EXITED = "exited"
 
 
-async def launch(
+async def spawn(
     zygote: Zygote,
     spec: ChildSpec,
     services: Mapping[str, object],
     *,
-    on_log: LogSink | None,
-    on_output: OutputSink | None,
+    on_log: LogSink | None = None,
+    on_output: OutputSink | None = None,
 ) -> ChildProcess:
-    """Fork a child for ``spec`` through ``zygote`` and return it once it is READY."""
+    """Fork a child for ``spec`` through ``zygote``, serve it ``services``, and return it once
+    it is READY.
+
+    ``on_log(component, event)`` receives the child's log events and ``on_output(component,
+    stream, line)`` its stdout and stderr lines (by default both are logged here). Raises
+    ``ChildStartError`` (with the child's traceback when it has one) if the child cannot be
+    forked, fails to import or build its component, or is not READY within
+    ``spec.isolation.start_timeout``.
+    """
+    zygote.check_open(spec.component)
     service_classes = _service_classes(spec, services)
     init = {"factory": spec.factory, "services": dict(spec.services), "payload": spec.payload}
     inline = _fits_inline(spec, init)

@@ -15,15 +15,26 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from functools import cache
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from ._interface import RemoteMethod, explain_unreachable, remote_interface
-from ._stream import END
+from ._stream import END, StreamReader
 
-if TYPE_CHECKING:
-    from ._rpc import Peer
+__all__ = ["Channel", "Proxy", "build_proxy"]
 
-__all__ = ["Proxy", "build_proxy"]
+
+class Channel(Protocol):
+    """What a proxy sends its calls and streams through (a :class:`~isolation.Peer`)."""
+
+    async def _call(
+        self, target: str, method: RemoteMethod, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any: ...
+
+    def _open_stream(
+        self, target: str, method: RemoteMethod, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> tuple[int, StreamReader]: ...
+
+    def _close_stream(self, stream_id: int) -> None: ...
 
 
 class Proxy:
@@ -33,7 +44,7 @@ class Proxy:
     _isolation_class: type
     _isolation_exclude: frozenset[str]
 
-    def __init__(self, peer: Peer, target: str) -> None:
+    def __init__(self, peer: Channel, target: str) -> None:
         self._isolation_peer = peer
         self._isolation_target = target
 
@@ -50,7 +61,7 @@ class Proxy:
         )
 
 
-def build_proxy(peer: Peer, target: str, cls: type, exclude: Collection[str] = ()) -> Proxy:
+def build_proxy(peer: Channel, target: str, cls: type, exclude: Collection[str] = ()) -> Proxy:
     """A proxy for the object served as ``target`` on the other side of ``peer``."""
     return _proxy_class(cls, frozenset(exclude))(peer, target)
 

@@ -37,10 +37,10 @@ import socket
 import sys
 import tempfile
 import traceback
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import zmq.asyncio
 
@@ -49,11 +49,7 @@ from ._fork import shed_parent_state
 from ._lifeline import die_with_parent
 from ._zygote_loop import MAX_MESSAGE_BYTES, ZygoteLoop, pack, unpack, warm_codecs
 
-if TYPE_CHECKING:
-    from ._process import ChildProcess
-    from ._spec import ChildSpec
-
-__all__ = ["ExitStatus", "Forked", "Zygote"]
+__all__ = ["Adopted", "ExitStatus", "Forked", "Zygote"]
 
 #: AF_UNIX socket paths are limited to 108 bytes including the terminating NUL.
 _MAX_SOCKET_PATH = 107
@@ -79,12 +75,20 @@ class ExitStatus:
     cpu_time: float
 
 
+class Adopted(Protocol):
+    """A child the zygote tracks from its fork on (a ``ChildProcess``), to end it on close."""
+
+    async def kill_on_close(self) -> None:
+        """Kill at once and wait until the child is reaped."""
+        ...
+
+
 class Zygote:
     """A warm process that forks isolated children; one per runtime.
 
-    Create it with ``Zygote.start(run_dir=...)``, spawn children with ``await spawn(...)``, and
-    end it with ``await aclose()``, which kills and reaps every child and the zygote. The first
-    ``spawn`` binds it to the running event loop.
+    Create it with ``Zygote.start(run_dir=...)``, spawn children with
+    ``await isolation.spawn(zygote, ...)``, and end it with ``await aclose()``, which kills and
+    reaps every child and the zygote. The first spawn binds it to the running event loop.
     """
 
     def __init__(self, pid: int, channel: socket.socket, private_dir: Path) -> None:
@@ -96,7 +100,7 @@ class Zygote:
         self._pending: dict[int, asyncio.Future[Forked]] = {}
         self._statuses: dict[int, ExitStatus] = {}
         self._status_waiters: dict[int, asyncio.Future[ExitStatus | None]] = {}
-        self._children: set[ChildProcess] = set()
+        self._children: set[Adopted] = set()
         self._gone: asyncio.Event | None = None
         self._closed = False
         self._zmq: zmq.asyncio.Context | None = None
@@ -149,25 +153,6 @@ class Zygote:
         """True once the zygote process has ended (closed, or died unexpectedly)."""
         return self._gone is not None and self._gone.is_set()
 
-    async def spawn(
-        self,
-        spec: ChildSpec,
-        services: Mapping[str, object],
-        *,
-        on_log: Callable[[str, dict[str, Any]], None] | None = None,
-        on_output: Callable[[str, str, str], None] | None = None,
-    ) -> ChildProcess:
-        """Fork a child for ``spec``, serve it ``services``, and return it once it is READY.
-
-        Raises ``ChildStartError`` (with the child's traceback when it has one) if the child
-        cannot be forked, fails to import or build its component, or is not READY within
-        ``spec.isolation.start_timeout``.
-        """
-        from ._process import launch
-
-        self._check_open(spec.component)
-        return await launch(self, spec, services, on_log=on_log, on_output=on_output)
-
     async def aclose(self) -> None:
         """Kill and reap every child, then the zygote; remove the private directory."""
         if self._closed:
@@ -203,11 +188,21 @@ class Zygote:
 
     # -- used by ChildProcess -------------------------------------------------------------
 
-    def adopt(self, child: ChildProcess) -> None:
+    def check_open(self, component: str) -> None:
+        """Raise ``ChildStartError`` naming ``component`` if no child can be forked now."""
+        if self._closed:
+            raise ChildStartError(f"cannot start {component}: the zygote is closed")
+        if self.gone:
+            raise ChildStartError(
+                f"cannot start {component}: the zygote (pid {self.pid}) has died; "
+                "start a new one with Zygote.start()"
+            )
+
+    def adopt(self, child: Adopted) -> None:
         """Track a child from its fork on, so that ``aclose`` also ends one still starting."""
         self._children.add(child)
 
-    def forget(self, child: ChildProcess) -> None:
+    def forget(self, child: Adopted) -> None:
         self._children.discard(child)
 
     def socket_path(self, name: str) -> str:
@@ -228,7 +223,7 @@ class Zygote:
 
         ``entry`` is a "module:function" name resolved in the child.
         """
-        self._check_open(component)
+        self.check_open(component)
         loop = self._attach()
         request_id = self._next_id
         self._next_id += 1
@@ -259,15 +254,6 @@ class Zygote:
             self._statuses.pop(pid, None)
 
     # -- internals --------------------------------------------------------------------------
-
-    def _check_open(self, component: str) -> None:
-        if self._closed:
-            raise ChildStartError(f"cannot start {component}: the zygote is closed")
-        if self.gone:
-            raise ChildStartError(
-                f"cannot start {component}: the zygote (pid {self.pid}) has died; "
-                "start a new one with Zygote.start()"
-            )
 
     def _attach(self) -> asyncio.AbstractEventLoop:
         loop = asyncio.get_running_loop()

@@ -6,6 +6,12 @@ starts them in dependency order, supervises and restarts them, and stops them cl
 Durable workflows: a :class:`Pipeline` produces events, a ``Minion[Event, Context]`` with
 ``@minion_step`` methods runs a checkpointed workflow per event, and :class:`Gru` orchestrates
 them (or pass the minion to :func:`run` with its pipeline declared as a class attribute).
+
+The names here are the public surface; the code lives in layers that only look down
+(docs/architecture.md): ``minions.core`` (components, graph, supervision, runtime) <-
+``minions.workflows`` <- ``minions.isolated`` (components in child processes, over the
+``isolation`` package) <- ``minions.ops`` (``run``, the CLI, control socket, metrics). The two
+places where an upper layer plugs into the core are wired below.
 """
 
 from isolation import ComponentCrashed as ComponentCrashed
@@ -13,37 +19,44 @@ from isolation import Isolation as Isolation
 from isolation import RemoteError as RemoteError
 from isolation import SerializationError as SerializationError
 
-from ._component import ComponentState as ComponentState
-from ._component import Minion as Minion
-from ._component import Resource as Resource
-from ._control import ControlServer as ControlServer
-from ._errors import ComponentOptionsError as ComponentOptionsError
-from ._errors import ConfigError as ConfigError
-from ._errors import DefinitionError as DefinitionError
-from ._errors import DependencyCycleError as DependencyCycleError
-from ._errors import DependencyError as DependencyError
-from ._errors import IdentityConflictError as IdentityConflictError
-from ._errors import MinionsError as MinionsError
-from ._errors import RuntimeStateError as RuntimeStateError
-from ._errors import StartupError as StartupError
-from ._errors import UnknownComponentError as UnknownComponentError
-from ._gru import Gru as Gru
-from ._identity import minion_id as minion_id
-from ._identity import pipeline_id as pipeline_id
-from ._identity import resource_id as resource_id
-from ._metrics import MetricsEndpoint as MetricsEndpoint
-from ._pipeline import Pipeline as Pipeline
-from ._policy import Backoff as Backoff
-from ._policy import ComponentOptions as ComponentOptions
-from ._policy import Intensity as Intensity
-from ._run import run as run
-from ._runtime import Extension as Extension
-from ._runtime import Runtime as Runtime
-from ._status import ComponentStatus as ComponentStatus
-from ._steps import AbortWorkflow as AbortWorkflow
-from ._steps import minion_step as minion_step
-from ._workflow_store import WorkflowStore as WorkflowStore
-from ._workflow_store import WorkflowStoreConfig as WorkflowStoreConfig
+from .core.component import ComponentState as ComponentState
+from .core.component import Minion as Minion
+from .core.component import Resource as Resource
+from .core.component import minion_class_hooks as _minion_class_hooks
+from .core.errors import ComponentOptionsError as ComponentOptionsError
+from .core.errors import ConfigError as ConfigError
+from .core.errors import DefinitionError as DefinitionError
+from .core.errors import DependencyCycleError as DependencyCycleError
+from .core.errors import DependencyError as DependencyError
+from .core.errors import IdentityConflictError as IdentityConflictError
+from .core.errors import MinionsError as MinionsError
+from .core.errors import RuntimeStateError as RuntimeStateError
+from .core.errors import StartupError as StartupError
+from .core.errors import UnknownComponentError as UnknownComponentError
+from .core.host import provide_isolated_hosts as _provide_isolated_hosts
+from .core.identity import minion_id as minion_id
+from .core.identity import pipeline_id as pipeline_id
+from .core.identity import resource_id as resource_id
+from .core.policy import Backoff as Backoff
+from .core.policy import ComponentOptions as ComponentOptions
+from .core.policy import Intensity as Intensity
+from .core.runtime import Extension as Extension
+from .core.runtime import Runtime as Runtime
+from .core.status import ComponentStatus as ComponentStatus
+from .isolated.isolator import Isolator as _Isolator
+from .ops.control import ControlServer as ControlServer
+from .ops.metrics import MetricsEndpoint as MetricsEndpoint
+from .ops.run import run as run
+from .workflows.definition import define_workflow_minion as _define_workflow_minion
+from .workflows.gru import Gru as Gru
+from .workflows.pipeline import Pipeline as Pipeline
+from .workflows.steps import AbortWorkflow as AbortWorkflow
+from .workflows.steps import minion_step as minion_step
+from .workflows.store import WorkflowStore as WorkflowStore
+from .workflows.store import WorkflowStoreConfig as WorkflowStoreConfig
+
+_minion_class_hooks.append(_define_workflow_minion)
+_provide_isolated_hosts(_Isolator)
 
 __version__ = "0.1.0.dev0"
 

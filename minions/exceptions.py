@@ -10,26 +10,26 @@ the others are what Minions raises, grouped by what the caller does about them:
   :class:`PersistenceError` is a workflow giving up under ``idle-until-persisted``.
 """
 
-from ._checkpoint import CheckpointEncodeError as CheckpointEncodeError
-from ._checkpoint import CheckpointError as CheckpointError
-from ._checkpoint import CorruptCheckpoint as CorruptCheckpoint
-from ._checkpoint import IncompatibleCheckpoint as IncompatibleCheckpoint
-from ._errors import ConfigError as ConfigError
-from ._errors import DefinitionError as DefinitionError
-from ._errors import MinionsError as MinionsError
-from ._errors import RuntimeStateError as RuntimeStateError
-from ._errors import StartupError as StartupError
-from ._state_store import StateStoreClosed as StateStoreClosed
-from ._state_store import StateStoreCorrupt as StateStoreCorrupt
-from ._state_store import StateStoreDamaged as StateStoreDamaged
-from ._state_store import StateStoreError as StateStoreError
-from ._state_store import StateStoreFull as StateStoreFull
-from ._state_store import StateStoreLocked as StateStoreLocked
-from ._state_store import StateStoreReadOnly as StateStoreReadOnly
-from ._state_store import StateStoreUnavailable as StateStoreUnavailable
-from ._state_store import UnsupportedSchema as UnsupportedSchema
-from ._steps import AbortWorkflow as AbortWorkflow
-from ._workflow_store import PersistenceError as PersistenceError
+from .core.errors import ConfigError as ConfigError
+from .core.errors import DefinitionError as DefinitionError
+from .core.errors import MinionsError as MinionsError
+from .core.errors import RuntimeStateError as RuntimeStateError
+from .core.errors import StartupError as StartupError
+from .workflows.checkpoint import CheckpointEncodeError as CheckpointEncodeError
+from .workflows.checkpoint import CheckpointError as CheckpointError
+from .workflows.checkpoint import CorruptCheckpoint as CorruptCheckpoint
+from .workflows.checkpoint import IncompatibleCheckpoint as IncompatibleCheckpoint
+from .workflows.state_store import StateStoreClosed as StateStoreClosed
+from .workflows.state_store import StateStoreCorrupt as StateStoreCorrupt
+from .workflows.state_store import StateStoreDamaged as StateStoreDamaged
+from .workflows.state_store import StateStoreError as StateStoreError
+from .workflows.state_store import StateStoreFull as StateStoreFull
+from .workflows.state_store import StateStoreLocked as StateStoreLocked
+from .workflows.state_store import StateStoreReadOnly as StateStoreReadOnly
+from .workflows.state_store import StateStoreUnavailable as StateStoreUnavailable
+from .workflows.state_store import UnsupportedSchema as UnsupportedSchema
+from .workflows.steps import AbortWorkflow as AbortWorkflow
+from .workflows.store import PersistenceError as PersistenceError
 
 __all__ = [
     "AbortWorkflow",

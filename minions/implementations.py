@@ -5,13 +5,13 @@
 tests; ``StructlogLogger`` and ``PrometheusMetrics`` are Gru's default logger and metrics.
 """
 
-from ._sqlite_store import SQLiteStateStore as SQLiteStateStore
-from ._state_store import InMemoryStateStore as InMemoryStateStore
-from ._state_store import NoOpStateStore as NoOpStateStore
-from ._telemetry import NoOpLogger as NoOpLogger
-from ._telemetry import NoOpMetrics as NoOpMetrics
-from ._telemetry import PrometheusMetrics as PrometheusMetrics
-from ._telemetry import StructlogLogger as StructlogLogger
+from .workflows.sqlite.store import SQLiteStateStore as SQLiteStateStore
+from .workflows.state_store import InMemoryStateStore as InMemoryStateStore
+from .workflows.state_store import NoOpStateStore as NoOpStateStore
+from .workflows.telemetry import NoOpLogger as NoOpLogger
+from .workflows.telemetry import NoOpMetrics as NoOpMetrics
+from .workflows.telemetry import PrometheusMetrics as PrometheusMetrics
+from .workflows.telemetry import StructlogLogger as StructlogLogger
 
 __all__ = [
     "InMemoryStateStore",

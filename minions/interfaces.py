@@ -5,9 +5,9 @@
 * :class:`Metrics` — ``inc``, ``set``, ``observe``, synchronous, Prometheus-style names.
 """
 
-from ._state_store import StateStore as StateStore
-from ._state_store import StoredContext as StoredContext
-from ._telemetry import Logger as Logger
-from ._telemetry import Metrics as Metrics
+from .workflows.state_store import StateStore as StateStore
+from .workflows.state_store import StoredContext as StoredContext
+from .workflows.telemetry import Logger as Logger
+from .workflows.telemetry import Metrics as Metrics
 
 __all__ = ["Logger", "Metrics", "StateStore", "StoredContext"]

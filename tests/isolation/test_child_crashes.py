@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from isolation import ChildSpec, ComponentCrashed, Isolation, Zygote
+from isolation import ChildSpec, ComponentCrashed, Isolation, Zygote, spawn
 from tests.isolation._targets import Crasher, Echo
 
 pytestmark = pytest.mark.anyio
@@ -59,7 +59,7 @@ async def test_crash_is_detected_and_described(
         "Crasher", "tests.isolation._targets:Crasher", payload=kind, isolation=isolation
     )
     with anyio.fail_after(20):
-        child = await zygote.spawn(spec, {}, on_output=lambda *line: None)
+        child = await spawn(zygote, spec, {}, on_output=lambda *line: None)
         pending = asyncio.ensure_future(child.proxy(Crasher).hold())
         end = await child.wait()
         with pytest.raises(ComponentCrashed, match=f"Crasher {cause}"):
@@ -77,7 +77,7 @@ async def test_bad_frames_kill_the_child(open_fds: None, zygote: Zygote, kind: s
     """A child that writes a malformed or oversized frame is killed with reason "protocol"."""
     spec = ChildSpec("Crasher", "tests.isolation._targets:Crasher", payload=kind)
     with anyio.fail_after(20):
-        child = await zygote.spawn(spec, {}, on_output=lambda *line: None)
+        child = await spawn(zygote, spec, {}, on_output=lambda *line: None)
         pending = asyncio.ensure_future(child.proxy(Crasher).hold())
         end = await child.wait()
         with pytest.raises(ComponentCrashed):
@@ -92,7 +92,7 @@ async def test_open_stream_fails_when_the_child_dies(open_fds: None, zygote: Zyg
     """A stream being consumed when the child is killed ends with ComponentCrashed."""
     spec = ChildSpec("Crasher", "tests.isolation._targets:Crasher", payload="sigkill")
     with anyio.fail_after(20):
-        child = await zygote.spawn(spec, {})
+        child = await spawn(zygote, spec, {})
         crasher = child.proxy(Crasher)
         ticks = crasher.ticks()
         assert await ticks.__anext__() == 1
@@ -108,6 +108,6 @@ async def test_open_stream_fails_when_the_child_dies(open_fds: None, zygote: Zyg
 async def _still_spawns(zygote: Zygote) -> None:
     """The parent and its zygote are unharmed: a new child starts and answers."""
     with anyio.fail_after(10):
-        child = await zygote.spawn(ChildSpec("Echo", "tests.isolation._targets:Echo"), {})
+        child = await spawn(zygote, ChildSpec("Echo", "tests.isolation._targets:Echo"), {})
         assert await child.proxy(Echo).echo("still here") == "still here"
         await child.stop()

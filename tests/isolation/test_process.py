@@ -17,7 +17,7 @@ import anyio
 import psutil
 import pytest
 
-from isolation import ChildExit, ChildSpec, ChildStartError, Isolation, Zygote
+from isolation import ChildExit, ChildSpec, ChildStartError, Isolation, Zygote, spawn
 from tests.isolation._targets import Chatty, Counter, Echo, Graceful
 
 pytestmark = pytest.mark.anyio
@@ -70,7 +70,7 @@ async def test_spawn_returns_a_ready_child_that_serves_calls(
 ) -> None:
     """After spawn() the component is built and reachable; stop() ends it gracefully."""
     with anyio.fail_after(10):
-        child = await zygote.spawn(spec("Echo", payload={"answer": 42}), {})
+        child = await spawn(zygote, spec("Echo", payload={"answer": 42}), {})
         echo = child.proxy(Echo)
         assert await echo.echo("hi") == "hi"
         assert await echo.payload() == {"answer": 42}
@@ -93,7 +93,7 @@ async def test_child_calls_parent_services(zygote: Zygote) -> None:
         isolation=FAST,
     )
     with anyio.fail_after(10):
-        child = await zygote.spawn(child_spec, {"counter": counter})
+        child = await spawn(zygote, child_spec, {"counter": counter})
         echo = child.proxy(Echo)
         assert await echo.count(2) == 2
         assert await echo.count(3) == 5
@@ -104,8 +104,8 @@ async def test_child_calls_parent_services(zygote: Zygote) -> None:
 async def test_run_returning_and_raising_are_reported(zygote: Zygote) -> None:
     """run() returning and run() raising end the child with reason and cause in words."""
     with anyio.fail_after(10):
-        returned = await (await zygote.spawn(spec("Returns"), {})).wait()
-        raised = await (await zygote.spawn(spec("Raises"), {})).wait()
+        returned = await (await spawn(zygote, spec("Returns"), {})).wait()
+        raised = await (await spawn(zygote, spec("Raises"), {})).wait()
     assert (returned.reason, returned.cause, returned.exit_code) == (
         "returned",
         "run() returned",
@@ -131,7 +131,7 @@ async def test_start_failures_raise_child_start_error(
 ) -> None:
     """Import, constructor and startup failures become ChildStartError with the reason."""
     with anyio.fail_after(10), pytest.raises(ChildStartError) as info:
-        await zygote.spawn(ChildSpec("Broken", factory, isolation=FAST), {})
+        await spawn(zygote, ChildSpec("Broken", factory, isolation=FAST), {})
     assert reason in str(info.value)
     assert "Traceback" in "".join(getattr(info.value, "__notes__", []))
     assert not zygote._children
@@ -143,14 +143,14 @@ async def test_ready_timeout_raises_and_kills(zygote: Zygote) -> None:
         anyio.fail_after(10),
         pytest.raises(ChildStartError, match=r"not become ready within 0\.3 s"),
     ):
-        await zygote.spawn(spec("SlowStartup", start_timeout=0.3), {})
+        await spawn(zygote, spec("SlowStartup", start_timeout=0.3), {})
     assert not zygote._children
 
 
 async def test_memory_limit_during_startup_is_a_start_error(zygote: Zygote) -> None:
     """Exceeding memory_mb while starting is a ChildStartError that names the limit."""
     with anyio.fail_after(10), pytest.raises(ChildStartError, match="exceeded memory limit 32 MiB"):
-        await zygote.spawn(spec("HungryStartup", memory_mb=32), {})
+        await spawn(zygote, spec("HungryStartup", memory_mb=32), {})
 
 
 async def test_children_forked_on_demand(tmp_path: Path, open_fds: None) -> None:
@@ -159,7 +159,7 @@ async def test_children_forked_on_demand(tmp_path: Path, open_fds: None) -> None
     try:
         with anyio.fail_after(10):
             for _ in range(2):
-                child = await zygote.spawn(spec("Echo"), {})
+                child = await spawn(zygote, spec("Echo"), {})
                 assert await child.proxy(Echo).echo("on demand") == "on demand"
                 assert (await child.stop()).reason == "stopped"
     finally:
@@ -175,13 +175,13 @@ async def test_missing_service_object_is_a_clear_error(zygote: Zygote) -> None:
         services={"counter": "tests.isolation._targets:Counter"},
     )
     with pytest.raises(ChildStartError, match="no object given for service"):
-        await zygote.spawn(child_spec, {})
+        await spawn(zygote, child_spec, {})
 
 
 async def test_payload_that_is_not_msgpack_is_a_clear_error(zygote: Zygote) -> None:
     """A payload msgpack cannot carry is refused before forking, saying what to send instead."""
     with pytest.raises(ChildStartError, match="payload is not msgpack data"):
-        await zygote.spawn(spec("Echo", payload=object()), {})
+        await spawn(zygote, spec("Echo", payload=object()), {})
     assert not zygote._children
 
 
@@ -189,7 +189,7 @@ async def test_large_payload_travels_on_the_channel(zygote: Zygote) -> None:
     """A payload too big to travel with the fork request reaches the factory all the same."""
     payload = {"blob": "x" * 200_000}
     with anyio.fail_after(10):
-        child = await zygote.spawn(spec("Echo", payload=payload), {})
+        child = await spawn(zygote, spec("Echo", payload=payload), {})
         assert await child.proxy(Echo).payload() == payload
         await child.stop()
 
@@ -197,7 +197,7 @@ async def test_large_payload_travels_on_the_channel(zygote: Zygote) -> None:
 async def test_lifecycle_hooks_are_not_reachable_through_the_proxy(zygote: Zygote) -> None:
     """A dependent holding the proxy cannot call run(), startup() or shutdown() remotely."""
     with anyio.fail_after(10):
-        child = await zygote.spawn(spec("Graceful"), {}, on_output=lambda *line: None)
+        child = await spawn(zygote, spec("Graceful"), {}, on_output=lambda *line: None)
         proxy = child.proxy(Graceful)
         for hook in ("run", "startup", "shutdown"):
             with pytest.raises(AttributeError):
@@ -210,7 +210,7 @@ async def test_aclose_during_spawn_fails_the_spawn(zygote: Zygote) -> None:
     starting = asyncio.Event()
     with anyio.fail_after(10):
         spawning = asyncio.ensure_future(
-            zygote.spawn(spec("SlowStartup"), {}, on_output=lambda *line: starting.set())
+            spawn(zygote, spec("SlowStartup"), {}, on_output=lambda *line: starting.set())
         )
         await starting.wait()
         await zygote.aclose()
@@ -222,8 +222,11 @@ async def test_stop_escalates_to_sigkill(zygote: Zygote) -> None:
     """A child that ignores the stop request and SIGTERM is killed with SIGKILL, and reaped."""
     lines: list[str] = []
     with anyio.fail_after(10):
-        child = await zygote.spawn(
-            spec("Stubborn"), {}, on_output=lambda component, stream, line: lines.append(line)
+        child = await spawn(
+            zygote,
+            spec("Stubborn"),
+            {},
+            on_output=lambda component, stream, line: lines.append(line),
         )
         end = await child.stop(timeout=0.3)
     assert end.reason == "stopped"
@@ -236,8 +239,11 @@ async def test_graceful_stop_runs_shutdown(zygote: Zygote) -> None:
     """stop() cancels run() and awaits shutdown() in the child before it exits."""
     lines: list[str] = []
     with anyio.fail_after(10):
-        child = await zygote.spawn(
-            spec("Graceful"), {}, on_output=lambda component, stream, line: lines.append(line)
+        child = await spawn(
+            zygote,
+            spec("Graceful"),
+            {},
+            on_output=lambda component, stream, line: lines.append(line),
         )
         end = await child.stop()
     assert (end.reason, end.exit_code) == ("stopped", 0)
@@ -249,7 +255,8 @@ async def test_output_and_logs_are_forwarded(zygote: Zygote) -> None:
     output: list[tuple[str, str, str]] = []
     logs: list[tuple[str, dict[str, Any]]] = []
     with anyio.fail_after(10):
-        child = await zygote.spawn(
+        child = await spawn(
+            zygote,
             spec("Chatty"),
             {},
             on_output=lambda *line: output.append(line),
@@ -271,7 +278,7 @@ async def test_output_and_logs_are_forwarded(zygote: Zygote) -> None:
 async def test_many_children_at_once(open_fds: None, zygote: Zygote) -> None:
     """Several children run side by side and all stop cleanly."""
     with anyio.fail_after(20):
-        children = await asyncio.gather(*(zygote.spawn(spec("Echo"), {}) for _ in range(4)))
+        children = await asyncio.gather(*(spawn(zygote, spec("Echo"), {}) for _ in range(4)))
         assert len({child.pid for child in children}) == 4
         ends = await asyncio.gather(*(child.stop() for child in children))
     assert {end.reason for end in ends} == {"stopped"}
@@ -282,7 +289,7 @@ async def test_zygote_aclose_kills_running_children(tmp_path: Path) -> None:
     zygote = Zygote.start(run_dir=tmp_path / "run")
     try:
         with anyio.fail_after(10):
-            child = await zygote.spawn(spec("Graceful"), {})
+            child = await spawn(zygote, spec("Graceful"), {})
     finally:
         with anyio.fail_after(10):
             await zygote.aclose()
@@ -306,13 +313,13 @@ async def _start_python(script: Path, *args: str) -> asyncio.subprocess.Process:
 ORPHAN_SCRIPT = """\
 import asyncio, sys
 from pathlib import Path
-from isolation import ChildSpec, Isolation, Zygote
+from isolation import ChildSpec, Isolation, Zygote, spawn
 
 zygote = Zygote.start(run_dir=Path(sys.argv[1]))
 
 async def main():
     spec = ChildSpec("Graceful", "tests.isolation._targets:Graceful")
-    children = [await zygote.spawn(spec, {}) for _ in range(2)]
+    children = [await spawn(zygote, spec, {}) for _ in range(2)]
     print(zygote.pid, *(child.pid for child in children), flush=True)
     await asyncio.Event().wait()
 
@@ -360,14 +367,14 @@ async def _exited(pidfd: int) -> None:
 SILENT_PARENT_SCRIPT = """\
 import asyncio, sys
 from pathlib import Path
-from isolation import ChildSpec, Isolation, Zygote
+from isolation import ChildSpec, Isolation, Zygote, spawn
 
 zygote = Zygote.start(run_dir=Path(sys.argv[1]))
 
 async def main():
     limits = Isolation(heartbeat_interval=0.1, heartbeat_timeout=0.5)
     spec = ChildSpec("Graceful", "tests.isolation._targets:Graceful", isolation=limits)
-    children = [await zygote.spawn(spec, {}) for _ in range(2)]
+    children = [await spawn(zygote, spec, {}) for _ in range(2)]
     print(*(child.pid for child in children), flush=True)
     await asyncio.Event().wait()
 
@@ -405,14 +412,14 @@ from pathlib import Path
 
 logging.basicConfig(filename=sys.argv[2])  # the log file takes the lowest free descriptor
 
-from isolation import ChildSpec, Zygote
+from isolation import ChildSpec, Zygote, spawn
 from tests.isolation._targets import Chatty
 
 zygote = Zygote.start(run_dir=Path(sys.argv[1]))
 
 async def main():
     spec = ChildSpec("Chatty", "tests.isolation._targets:Chatty")
-    child = await zygote.spawn(spec, {}, on_output=lambda *line: None)
+    child = await spawn(zygote, spec, {}, on_output=lambda *line: None)
     for _ in range(3):
         print(await asyncio.wait_for(child.proxy(Chatty).ping(), 5), flush=True)
     print((await child.stop()).cause, flush=True)
@@ -441,7 +448,7 @@ async def test_parent_log_files_do_not_break_children(tmp_path: Path) -> None:
 ONE_FILE_SCRIPT = """\
 import asyncio, os, sys
 from pathlib import Path
-from isolation import ChildSpec, Zygote
+from isolation import ChildSpec, Zygote, spawn
 
 print("top level ran in", os.getpid(), flush=True)
 
@@ -458,7 +465,7 @@ zygote = Zygote.start(run_dir=Path(sys.argv[1]))
 
 
 async def main():
-    child = await zygote.spawn(ChildSpec("Greeter", "__main__:Greeter", payload="hello"), {})
+    child = await spawn(zygote, ChildSpec("Greeter", "__main__:Greeter", payload="hello"), {})
     print(await child.proxy(Greeter).greet("script"), "parent", os.getpid(), flush=True)
     print((await child.stop()).cause, flush=True)
     await zygote.aclose()

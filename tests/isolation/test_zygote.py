@@ -12,7 +12,7 @@ from typing import Any
 import anyio
 import pytest
 
-from isolation import ChildSpec, ChildStartError, Zygote
+from isolation import ChildSpec, ChildStartError, Zygote, spawn
 from isolation._zygote import ExitStatus, Forked
 from tests.isolation import _targets
 
@@ -161,7 +161,7 @@ async def test_spawn_after_aclose_is_a_clear_error(tmp_path: Path) -> None:
     await zygote.aclose()  # idempotent
     spec = ChildSpec("Echo", "tests.isolation._targets:Echo")
     with pytest.raises(ChildStartError, match="cannot start Echo: the zygote is closed"):
-        await zygote.spawn(spec, {})
+        await spawn(zygote, spec, {})
 
 
 async def test_zygote_death_is_noticed(zygote: Zygote) -> None:
@@ -174,4 +174,4 @@ async def test_zygote_death_is_noticed(zygote: Zygote) -> None:
     with anyio.fail_after(10):
         await zygote._gone.wait()  # the death shows as EOF on the zygote's channel
     with pytest.raises(ChildStartError, match="has died"):
-        await zygote.spawn(spec, {})
+        await spawn(zygote, spec, {})

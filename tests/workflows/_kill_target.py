@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from minions import Gru, Minion, Pipeline, minion_id, minion_step
-from minions._logging import configure_logging
+from minions.core.logs import configure_logging
 from minions.implementations import SQLiteStateStore, StructlogLogger
 from minions.interfaces import StateStore, StoredContext
 

@@ -20,7 +20,8 @@ import msgpack  # type: ignore[import-untyped]
 import pydantic
 import pytest
 
-from minions._checkpoint import (
+from minions.core.errors import MinionsError
+from minions.workflows.checkpoint import (
     Checkpoint,
     CheckpointCodec,
     CheckpointEncodeError,
@@ -32,7 +33,6 @@ from minions._checkpoint import (
     read_header,
     type_fingerprint,
 )
-from minions._errors import MinionsError
 
 
 class Side(enum.Enum):
@@ -538,7 +538,7 @@ def test_fingerprint_ignores_annotation_spelling() -> None:
 
 FINGERPRINT_PROGRAM = """
 import json, sys
-from minions._checkpoint import type_fingerprint
+from minions.workflows.checkpoint import type_fingerprint
 from tests.workflows import test_checkpoint as m
 names = ["ChainEvent", "TradeCtx", "ModelCtx", "Node", "Side"]
 print(json.dumps({n: type_fingerprint(getattr(m, n)) for n in names}))

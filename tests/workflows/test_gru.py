@@ -28,9 +28,7 @@ from minions import (
     minion_id,
     minion_step,
 )
-from minions._checkpoint import Checkpoint, checkpoint_codec, read_header
-from minions._identity import identity_of
-from minions._workflow import orchestration_id
+from minions.core.identity import identity_of
 from minions.exceptions import StateStoreError
 from minions.implementations import (
     InMemoryStateStore,
@@ -39,6 +37,8 @@ from minions.implementations import (
 )
 from minions.interfaces import StoredContext
 from minions.types import ShutdownResult, StartResult, StopResult, WorkflowStatistics
+from minions.workflows.checkpoint import Checkpoint, checkpoint_codec, read_header
+from minions.workflows.runner import orchestration_id
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_store_threads")]
 

@@ -29,14 +29,14 @@ from pathlib import Path
 import anyio
 import pytest
 
-from minions._sqlite_store import (
+from minions.workflows.sqlite.store import (
     APPLICATION_ID,
     SCHEMA_VERSION,
     SQLiteStateStore,
     SQLiteStoreStatistics,
     default_state_path,
 )
-from minions._state_store import (
+from minions.workflows.state_store import (
     StateStoreClosed,
     StateStoreCorrupt,
     StateStoreError,
@@ -170,7 +170,7 @@ async def test_rows_survive_closing_and_reopening(db: Path) -> None:
 
 KILLED_WRITER = """
 import asyncio, os, signal, sys
-from minions._sqlite_store import SQLiteStateStore
+from minions.workflows.sqlite.store import SQLiteStateStore
 
 async def main():
     store = SQLiteStateStore(sys.argv[1])
@@ -722,7 +722,7 @@ class SteppingClock:
 
 FAST_PATH_WRITER = """
 import asyncio, json, os, signal, sys
-from minions._sqlite_store import SQLiteStateStore
+from minions.workflows.sqlite.store import SQLiteStateStore
 
 async def main():
     store = SQLiteStateStore(sys.argv[1])

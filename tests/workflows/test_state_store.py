@@ -12,9 +12,9 @@ from pathlib import Path
 import anyio
 import pytest
 
-from minions._errors import MinionsError
-from minions._sqlite_store import SQLiteStateStore
-from minions._state_store import (
+from minions.core.errors import MinionsError
+from minions.workflows.sqlite.store import SQLiteStateStore
+from minions.workflows.state_store import (
     InMemoryStateStore,
     NoOpStateStore,
     StateStore,

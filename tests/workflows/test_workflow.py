@@ -33,14 +33,14 @@ from minions import (
     minion_id,
     minion_step,
 )
-from minions._checkpoint import Checkpoint, checkpoint_codec, read_header
-from minions._identity import identity_of
-from minions._steps import step_names
-from minions._workflow import config_identity, orchestration_id
-from minions._workflow_store import StoreServices, WorkflowCounters, WorkflowStatistics
+from minions.core.identity import identity_of
 from minions.exceptions import PersistenceError, StateStoreCorrupt
 from minions.implementations import InMemoryStateStore, NoOpLogger, SQLiteStateStore
 from minions.testing import FakeClock
+from minions.workflows.checkpoint import Checkpoint, checkpoint_codec, read_header
+from minions.workflows.runner import config_identity, orchestration_id
+from minions.workflows.steps import step_names
+from minions.workflows.store import StoreServices, WorkflowCounters, WorkflowStatistics
 
 pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("no_store_threads")]
 
@@ -696,7 +696,7 @@ async def test_a_step_may_replace_the_context(tmp_path: Path) -> None:
         with anyio.fail_after(LIMIT):
             await board.reached["hold:4"].wait()
         (row,) = store.contexts.values()
-    from minions._checkpoint import checkpoint_codec
+    from minions.workflows.checkpoint import checkpoint_codec
 
     checkpoint = checkpoint_codec(Ev, Ctx).decode(row.context)
     assert checkpoint.context == Ctx(seen=40, trail=["replaced"])
@@ -713,7 +713,7 @@ async def test_pydantic_events_and_contexts_round_trip(tmp_path: Path) -> None:
         with anyio.fail_after(LIMIT):
             await board.reached["pyd:2"].wait()
         (row,) = store.contexts.values()
-    from minions._checkpoint import checkpoint_codec
+    from minions.workflows.checkpoint import checkpoint_codec
 
     checkpoint = checkpoint_codec(PydEvent, PydCtx).decode(row.context)
     assert checkpoint.event == PydEvent(n=2, tags=["a", "b"])

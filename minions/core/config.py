@@ -1,0 +1,157 @@
+"""Component configuration: pydantic models (or dataclasses) loaded from ``minions.toml``.
+
+A component declares ``config: MyConfig`` (a class attribute or an ``__init__`` parameter). Its
+values come from the table named after the component in the project's ``minions.toml``::
+
+    [PriceFeed]
+    interval = 0.5
+    pairs = ["ETH/USDC", "BTC/USDC"]
+
+and environment variables override single fields: ``MINIONS_PRICEFEED__INTERVAL=2`` (component
+name upper-cased, ``__`` before each field name; a value starting with ``[`` or ``{`` is read as
+JSON). Every component's config is validated before anything starts; an error names the
+component, the field and where the value came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydantic
+
+from .errors import ConfigError
+
+ENV_PREFIX = "MINIONS_"
+CONFIG_FILE = "minions.toml"
+
+
+@dataclass(frozen=True)
+class ConfigSource:
+    """Tables per component name, and a label saying where they came from."""
+
+    tables: Mapping[str, Mapping[str, Any]]
+    origin: str
+
+    @classmethod
+    def load(
+        cls, config: str | os.PathLike[str] | Mapping[str, Any] | None, project_dir: Path
+    ) -> ConfigSource:
+        """Read ``config``: a path, a mapping, or ``None`` for ``<project>/minions.toml``."""
+        if isinstance(config, Mapping):
+            return cls(
+                _tables(config, "the config mapping"), "the config mapping passed to the runtime"
+            )
+        path = Path(config) if config is not None else project_dir / CONFIG_FILE
+        if config is None and not path.exists():
+            return cls({}, str(path))
+        try:
+            with path.open("rb") as f:
+                data = tomllib.load(f)
+        except FileNotFoundError:
+            raise ConfigError(
+                f"config file {path} does not exist; create it or fix the path"
+            ) from None
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        return cls(_tables(data, str(path)), str(path))
+
+    def build(self, component: str, config_type: type[Any], environ: Mapping[str, str]) -> Any:
+        """Validate the config of ``component`` into an instance of ``config_type``."""
+        values: dict[str, Any] = dict(self.tables.get(component, {}))
+        overridden = _env_overrides(component, environ)
+        for path, value in overridden.items():
+            _set_path(values, path, value)
+        allowed = _field_names(config_type)
+        unknown = sorted(set(values) - allowed) if allowed is not None else []
+        if unknown:
+            known = ", ".join(sorted(allowed or ())) or "none"
+            raise ConfigError(
+                f"invalid configuration for {component}: unknown field(s) {', '.join(unknown)} "
+                f"in the [{component}] table of {self.origin} or the environment; "
+                f"{config_type.__qualname__} has: {known}"
+            )
+        try:
+            return pydantic.TypeAdapter(config_type).validate_python(values)
+        except pydantic.ValidationError as exc:
+            problems = "; ".join(_describe_error(err) for err in exc.errors())
+            where = f"the [{component}] table of {self.origin}"
+            if overridden:
+                names = ", ".join(_env_name(component, p) for p in overridden)
+                where += f" (with environment overrides {names})"
+            raise ConfigError(
+                f"invalid configuration for {component}: {problems}. Fix {where}"
+            ) from exc
+
+
+def _field_names(config_type: type[Any]) -> set[str] | None:
+    """The top-level field names of a pydantic model or dataclass (aliases included), or
+    ``None`` for a model that accepts extra fields."""
+    if isinstance(config_type, type) and issubclass(config_type, pydantic.BaseModel):
+        if config_type.model_config.get("extra") == "allow":
+            return None
+        fields = config_type.model_fields
+        return set(fields) | {f.alias for f in fields.values() if f.alias}
+    return {f.name for f in dataclasses.fields(config_type)}
+
+
+def _tables(data: Mapping[str, Any], origin: str) -> dict[str, Mapping[str, Any]]:
+    tables: dict[str, Mapping[str, Any]] = {}
+    for name, table in data.items():
+        if not isinstance(table, Mapping):
+            raise ConfigError(
+                f"{origin}: top-level key {name!r} must be a table named after a component, "
+                f"e.g. [{name}]"
+            )
+        tables[str(name)] = table
+    return tables
+
+
+def _env_key(component: str) -> str:
+    return ENV_PREFIX + re.sub(r"[^0-9A-Za-z]", "_", component).upper() + "__"
+
+
+def _env_name(component: str, path: tuple[str, ...]) -> str:
+    return _env_key(component) + "__".join(p.upper() for p in path)
+
+
+def _env_overrides(component: str, environ: Mapping[str, str]) -> dict[tuple[str, ...], Any]:
+    prefix = _env_key(component)
+    found: dict[tuple[str, ...], Any] = {}
+    for key, raw in environ.items():
+        if not key.upper().startswith(prefix) or len(key) == len(prefix):
+            continue
+        path = tuple(part.lower() for part in key[len(prefix) :].split("__"))
+        value: Any = raw
+        if raw.lstrip().startswith(("[", "{")):
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ConfigError(f"environment variable {key} is not valid JSON: {exc}") from exc
+        found[path] = value
+    return found
+
+
+def _set_path(values: dict[str, Any], path: tuple[str, ...], value: Any) -> None:
+    target = values
+    for part in path[:-1]:
+        nested = target.get(part)
+        if not isinstance(nested, dict):
+            nested = dict(nested) if isinstance(nested, Mapping) else {}
+            target[part] = nested
+        target = nested
+    target[path[-1]] = value
+
+
+def _describe_error(err: Any) -> str:
+    location = ".".join(str(p) for p in err.get("loc", ())) or "(the table)"
+    got = err.get("input")
+    shown = f" (got {got!r})" if not isinstance(got, Mapping) else ""
+    return f"field '{location}': {err.get('msg', 'invalid')}{shown}"

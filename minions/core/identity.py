@@ -1,0 +1,52 @@
+"""Stable identities for components.
+
+A component's identity names it across processes and runs: it keys the one shared instance of a
+resource, and (for workflows) the orchestration ids under which checkpoints are saved. Without a
+decorator the identity is the class's module path and qualified name; ``@resource_id``,
+``@minion_id`` and ``@pipeline_id`` pin it, so that renaming or moving a class keeps its identity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from .errors import DefinitionError
+
+C = TypeVar("C", bound=type[Any])
+
+_ID_ATTRIBUTE = "__minions_id__"
+
+
+def _identity_decorator(kind: str) -> Callable[[str], Callable[[C], C]]:
+    def decorator_factory(identity: str) -> Callable[[C], C]:
+        if not isinstance(identity, str) or not identity.strip():
+            raise DefinitionError(f"@{kind}_id needs a non-empty string, got {identity!r}")
+
+        def decorate(cls: C) -> C:
+            if not isinstance(cls, type):
+                raise DefinitionError(f"@{kind}_id decorates a class, not {cls!r}")
+            setattr(cls, _ID_ATTRIBUTE, identity)
+            return cls
+
+        return decorate
+
+    decorator_factory.__name__ = f"{kind}_id"
+    decorator_factory.__doc__ = (
+        f"Give a {kind} class a stable identity (e.g. a UUID string) that survives renames "
+        "and moves."
+    )
+    return decorator_factory
+
+
+resource_id = _identity_decorator("resource")
+minion_id = _identity_decorator("minion")
+pipeline_id = _identity_decorator("pipeline")
+
+
+def identity_of(cls: type[Any]) -> str:
+    """The class's own pinned identity, or its module path and qualified name."""
+    pinned = cls.__dict__.get(_ID_ATTRIBUTE)
+    if isinstance(pinned, str):
+        return pinned
+    return f"{cls.__module__}.{cls.__qualname__}"

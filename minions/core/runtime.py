@@ -1,0 +1,362 @@
+"""The runtime: the async API that builds the graph, configures and supervises components.
+
+::
+
+    async with Runtime(config="minions.toml") as rt:
+        await rt.start(OnChainStrategy, ThirdPartyStrategy)
+        await rt.wait()                     # until every minion has finished (or been given up)
+    # leaving the block stops everything in reverse dependency order
+
+:func:`minions.run` is the blocking front door built on it.
+
+Operating a running system plugs in through two small hooks, so that the core imports neither
+the control socket nor prometheus-client: *extensions* (:class:`Extension`) are attached just
+before the first components start and detached once everything has stopped — :func:`minions.run`
+attaches the control socket (``minions.ops.control``) and, when configured, the metrics endpoint
+(``minions.ops.metrics``); and a :class:`~minions.core.observer.CallObserver` set as
+:attr:`Runtime.call_observer` measures the calls that cross isolation boundaries. Isolated
+components are hosted by the :class:`~minions.core.host.IsolatedHosts` that ``minions.isolated``
+provides.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType, TracebackType
+from typing import Any, Protocol
+
+import structlog
+
+from .clock import Clock, MonotonicClock
+from .component import Component, ComponentState
+from .config import ConfigSource
+from .errors import (
+    ComponentOptionsError,
+    DefinitionError,
+    RuntimeStateError,
+    StartupError,
+    UnknownComponentError,
+)
+from .graph import Graph, Node, build_graph
+from .host import Host, IsolatedHosts, LocalHost, isolated_hosts
+from .observer import CallObserver
+from .policy import ComponentOptions, Policy, RestartHistory
+from .status import ComponentStatus
+from .supervisor import Cell, Supervisor
+
+log = structlog.get_logger("minions")
+
+ComponentRef = type[Component] | str
+OptionsMapping = Mapping[ComponentRef, ComponentOptions | Mapping[str, Any]]
+
+_AT_REST = frozenset({ComponentState.COMPLETED, ComponentState.STOPPED, ComponentState.FAILED})
+
+
+class Extension(Protocol):
+    """Something that lives as long as a runtime: the control socket, the metrics endpoint.
+
+    ``attach`` runs once, just before the runtime's first components start (after its zygote
+    is forked: an extension may start threads); ``detach`` runs once everything has stopped.
+    Neither should raise for an operational problem (a port in use): log it and carry on.
+    """
+
+    async def attach(self, runtime: Runtime) -> None: ...
+
+    async def detach(self) -> None: ...
+
+
+def default_project_dir() -> Path:
+    """``$MINIONS_PROJECT_DIR`` if set, else the current directory."""
+    return Path(os.environ.get("MINIONS_PROJECT_DIR") or Path.cwd()).resolve()
+
+
+class Runtime:
+    """Runs components: see the module docstring.
+
+    Parameters:
+        config: a path to a TOML file, a mapping of tables per component name, or ``None`` for
+            ``<project_dir>/minions.toml`` when it exists.
+        options: per-component options (restart policy, timeouts, ``isolated``) keyed by class
+            or component name; they override the class keywords.
+        project_dir: the project folder (state, logs, sockets live in its ``.minions/``).
+        clock, rng: injectable time and randomness, for deterministic tests.
+        environ: where environment overrides of config values are read (``os.environ``).
+        extensions: see :class:`Extension`.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+        options: OptionsMapping | None = None,
+        project_dir: str | os.PathLike[str] | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        environ: Mapping[str, str] | None = None,
+        extensions: Sequence[Extension] = (),
+    ) -> None:
+        self.project_dir = Path(project_dir).resolve() if project_dir else default_project_dir()
+        self._config_arg = config
+        self._config: ConfigSource | None = None
+        self._options = dict(options or {})
+        self._environ = environ if environ is not None else os.environ
+        self._clock = clock or MonotonicClock()
+        self._roots: list[type[Component]] = []
+        self._configs: dict[type[Any], object | None] = {}
+        self._abandoned: set[asyncio.Task[Any]] = set()
+        self._isolated: IsolatedHosts | None = None
+        self._extensions = list(extensions)
+        self._attached: list[Extension] | None = None
+        self._redeployed: set[type[Any]] = set()
+        #: Measures the calls crossing isolation boundaries when set (before start()).
+        self.call_observer: CallObserver | None = None
+        self._changed = asyncio.Event()
+        self._supervisor = Supervisor(
+            clock=self._clock,
+            rng=rng or random.Random(),
+            host_factory=self._make_host,
+            config_factory=lambda node: self._configs.get(node.cls),
+            on_change=self._changed.set,
+        )
+
+    async def __aenter__(self) -> Runtime:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.stop()
+
+    def __repr__(self) -> str:
+        return f"<Runtime {self._supervisor!r}>"
+
+    # -- operations ----------------------------------------------------------------------------
+
+    async def start(self, *components: type[Component]) -> None:
+        """Start ``components`` and everything they depend on, dependencies first.
+
+        Raises a :class:`~minions.DefinitionError` (bad graph, options or config) before anything
+        starts, or a :class:`~minions.StartupError` after stopping what this call started.
+        Components already running are left as they are, so ``start`` can add to a system.
+        """
+        roots = list(self._roots)
+        roots.extend(c for c in components if c not in roots)
+        graph = build_graph(roots)
+        self._check_compatible(graph)
+        self._check_option_keys(graph)
+        config = self._load_config()
+        new_cells: dict[type[Any], Cell] = {}
+        configs: dict[type[Any], object | None] = {}
+        for node in graph.nodes:
+            if node.cls in self._configs:
+                continue
+            configs[node.cls] = (
+                config.build(node.name, node.config_type, self._environ)
+                if node.config_type
+                else None
+            )
+            new_cells[node.cls] = self._new_cell(node)
+        self._configs.update(configs)
+        if any(cell.isolated for cell in new_cells.values()):
+            self._isolated_hosts().prepare()
+        await self._attach_extensions()
+        try:
+            await self._supervisor.start(graph, new_cells, graph.closure(components))
+        except StartupError:
+            for cls in configs:  # the supervisor forgot these components; so does the runtime
+                del self._configs[cls]
+            raise
+        self._roots = roots
+
+    async def restart(self, component: ComponentRef) -> None:
+        """Restart one component, stopping its dependents first and starting them after it."""
+        await self._supervisor.restart(self._resolve(component))
+
+    async def redeploy(self, component: ComponentRef) -> None:
+        """Restart an isolated component in a fresh child that executes its module anew.
+
+        The new code runs from then on, restarts after crashes included; dependents restart
+        as with :meth:`restart`, and everything else keeps running. An in-process component
+        cannot be redeployed (its code is this process's): that is a
+        :class:`~minions.RuntimeStateError`.
+        """
+        cls = self._resolve(component)
+        cell = next(c for c in self._supervisor.cells if c.node.cls is cls)
+        if not cell.isolated:
+            raise RuntimeStateError(
+                f"cannot redeploy {cell.name}: it runs in-process, and only isolated components "
+                f"can be redeployed (their child imports the new code). Mark it isolated=True, "
+                f"or restart the program to load new code"
+            )
+        self._isolated_hosts().check_redeploy(cls)  # refused before anything stops
+        self._redeployed.add(cls)
+        log.info("component.redeploying", component=cell.name)
+        await self._supervisor.restart(cls)
+
+    async def stop(self, component: ComponentRef | None = None) -> None:
+        """Stop one component (and its dependents), or with no argument everything, in reverse
+        dependency order. Stopping everything is final: the runtime cannot start again."""
+        if component is None:
+            try:
+                await self._supervisor.close()
+            finally:
+                try:
+                    if self._isolated is not None:
+                        await self._isolated.aclose()
+                finally:
+                    await self._detach_extensions()
+        else:
+            await self._supervisor.stop(self._resolve(component))
+
+    def kill(self) -> None:
+        """Stop everything at once, without stop timeouts or ``shutdown()`` hooks."""
+        self._supervisor.kill()
+
+    def status(self) -> Mapping[str, ComponentStatus]:
+        """A frozen snapshot of every component, by name, in start order."""
+        return MappingProxyType({cell.name: cell.snapshot() for cell in self._supervisor.cells})
+
+    def instances(self) -> Mapping[str, object]:
+        """What dependents receive from each running component, by name: the component
+        itself, or for an isolated one a proxy to it."""
+        return MappingProxyType(
+            {
+                cell.name: cell.host.instance
+                for cell in self._supervisor.cells
+                if cell.host is not None and cell.state is ComponentState.RUNNING
+            }
+        )
+
+    @property
+    def given_up(self) -> list[str]:
+        """Names of the components given up after too many restarts."""
+        return [c.name for c in self._supervisor.cells if c.state is ComponentState.FAILED]
+
+    @property
+    def ended_by_crash(self) -> list[str]:
+        """Names of the components whose last run crashed and were not restarted (their
+        policy is ``temporary``)."""
+        return [
+            c.name
+            for c in self._supervisor.cells
+            if c.ended_by_crash and c.state is ComponentState.STOPPED
+        ]
+
+    async def wait(self) -> None:
+        """Return once every minion is at rest: completed, stopped, or given up.
+
+        With no minions (only resources) this waits until the runtime is stopped.
+        """
+        while True:
+            self._changed.clear()
+            minions = [c for c in self._supervisor.cells if c.node.kind == "minion"]
+            if minions and all(c.state in _AT_REST for c in minions):
+                return
+            if self._supervisor.closed and not any(c.state.is_active for c in minions):
+                return
+            await self._changed.wait()
+
+    # -- internals -----------------------------------------------------------------------------
+
+    async def _attach_extensions(self) -> None:
+        if self._attached is not None:
+            return
+        self._attached = []
+        for extension in self._extensions:
+            await extension.attach(self)
+            self._attached.append(extension)
+
+    async def _detach_extensions(self) -> None:
+        attached, self._attached = self._attached or [], []
+        for extension in reversed(attached):
+            try:
+                await extension.detach()
+            except Exception as exc:
+                log.error("extension.detach_failed", extension=repr(extension), exc_info=exc)
+
+    def _resolve(self, component: ComponentRef) -> type[Any]:
+        for cell in self._supervisor.cells:
+            if cell.node.cls is component or cell.name == component:
+                return cell.node.cls
+        shown = (
+            component
+            if isinstance(component, str)
+            else getattr(component, "__qualname__", component)
+        )
+        known = ", ".join(c.name for c in self._supervisor.cells) or "none"
+        raise UnknownComponentError(f"no component {shown!r} in this runtime; it runs: {known}")
+
+    def _check_compatible(self, graph: Graph) -> None:
+        for cell in self._supervisor.cells:
+            try:
+                node = graph.node(cell.node.cls)
+            except KeyError:
+                raise DefinitionError(
+                    f"starting these components would replace {cell.name}, which this runtime "
+                    f"already has; start them in a new runtime"
+                ) from None
+            if node.dependencies != cell.node.dependencies:
+                raise DefinitionError(
+                    f"starting these components would change the dependencies of the running "
+                    f"component {cell.name}; start them in a new runtime"
+                )
+
+    def _check_option_keys(self, graph: Graph) -> None:
+        known = {n.cls for n in graph.nodes} | {n.name for n in graph.nodes}
+        for key in self._options:
+            if key not in known:
+                shown = key if isinstance(key, str) else getattr(key, "__qualname__", key)
+                names = ", ".join(n.name for n in graph.nodes)
+                raise ComponentOptionsError(
+                    f"options are given for {shown!r}, which is not one of the components: {names}"
+                )
+
+    def _load_config(self) -> ConfigSource:
+        if self._config is None:
+            self._config = ConfigSource.load(self._config_arg, self.project_dir)
+        return self._config
+
+    def _options_for(self, node: Node) -> ComponentOptions:
+        options = node.cls.__minions_options__
+        for key in (node.cls, node.name):
+            extra = self._options.get(key)
+            if extra is None:
+                continue
+            if not isinstance(extra, ComponentOptions):
+                extra = ComponentOptions.from_keywords(node.name, dict(extra))
+            options = options.merged(extra)
+        return options
+
+    def _new_cell(self, node: Node) -> Cell:
+        options = self._options_for(node)
+        policy = Policy.resolve(options, node.cls.__minions_default_restart__)
+        isolated = options.isolated not in (None, False)
+        if isolated:
+            self._isolated_hosts().check(node, options.isolated)
+        return Cell(
+            node=node, policy=policy, isolated=isolated, history=RestartHistory(policy.intensity)
+        )
+
+    def _isolated_hosts(self) -> IsolatedHosts:
+        if self._isolated is None:
+            self._isolated = isolated_hosts(self.project_dir)
+        return self._isolated
+
+    def _make_host(self, node: Node, policy: Policy) -> Host:
+        options = self._options_for(node)
+        if options.isolated not in (None, False):
+            return self._isolated_hosts().host(
+                node,
+                policy,
+                options.isolated,
+                fresh_code=node.cls in self._redeployed,
+                observer=self.call_observer,
+            )
+        return LocalHost(node, policy, on_abandon=self._abandoned.add)

@@ -1,0 +1,35 @@
+"""Frozen snapshots of what the runtime is doing, for people and programs to read."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from .component import ComponentState
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """One component at one moment: returned by :meth:`minions.Runtime.status`.
+
+    ``crash_causes`` counts the crashes by a short cause: ``raised`` (``run()`` raised),
+    ``cancelled``, ``returned`` (a resource's ``run()`` ended), ``startup`` (construction or
+    ``startup()`` failed) and, for an isolated component, how its child ended: ``died``,
+    ``hung``, ``protocol``, ``memory``, ``cpu``.
+    """
+
+    name: str
+    kind: str  # "resource" or "minion"
+    state: ComponentState
+    restarts: int
+    crashes: int
+    last_error: str | None
+    started_at: datetime | None  # when the current incarnation started (UTC); None unless running
+    isolated: bool
+    pid: int | None  # the child process of an isolated component
+    crash_causes: Mapping[str, int] = field(default_factory=dict, hash=False)
+
+    def __str__(self) -> str:
+        text = f"{self.name} ({self.kind}) {self.state.value}, {self.restarts} restarts"
+        return f"{text}, last error: {self.last_error}" if self.last_error else text

@@ -1,0 +1,175 @@
+"""Isolated components: the host that runs a component in a child process.
+
+A component marked ``isolated=True`` (or ``isolated=Isolation(...)``, by class keyword or in
+``run(..., options=...)``) is built and run by a child forked from the runtime's warm zygote
+(:mod:`isolation`). Its dependencies stay in this process and the child reaches them through
+proxies; an isolated resource is reached by its in-process dependents through a proxy too.
+
+The supervisor sees an :class:`IsolatedHost` exactly like a local one: the child's death — an
+exception in ``run()``, ``os._exit``, a signal, a memory or CPU limit, a hang, a garbled
+channel — is an :class:`~minions.core.host.Outcome` with the cause in words, and the
+component's restart policy applies as for any crash.
+
+In the child, :func:`build_in_child` constructs the component from the same annotations the
+parent resolved, with proxies in place of the dependencies and the validated config; after a
+redeploy, from its module executed anew (:mod:`minions.isolated.code`).
+
+With a :class:`~minions.core.observer.CallObserver` (metrics on), the proxy dependents receive
+and the services the child reaches are measured stand-ins (:mod:`minions.isolated.measured`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+import structlog
+
+from isolation import ChildProcess, ChildSpec, reference, resolve
+
+from ..core.component import Component, Resource, component_name, has_own_run
+from ..core.errors import RuntimeStateError, StartupError
+from ..core.graph import Node, declared_config, declared_dependencies
+from ..core.host import Outcome, construct_with
+from ..core.observer import CallObserver
+from ..core.policy import Policy
+from .children import Zygotes, isolation_of, spawn_child
+from .code import fresh_class, fresh_source
+from .measured import measured_proxy, measured_service
+
+FACTORY = "minions.isolated.component:build_in_child"
+
+
+@dataclass(frozen=True)
+class ChildOutcome(Outcome):
+    """An isolated incarnation's end; ``reason`` is how its child ended (``ChildExit.reason``)."""
+
+    reason: str = "died"
+
+
+class IsolatedHost:
+    """Runs one incarnation of a component in a child process.
+
+    ``fresh_code`` makes the child execute the component's module anew (a redeploy);
+    ``observer`` measures the calls that cross the boundary.
+    """
+
+    def __init__(
+        self,
+        node: Node,
+        policy: Policy,
+        isolated: object,
+        zygotes: Zygotes,
+        *,
+        fresh_code: bool = False,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self._node = node
+        self._policy = policy
+        self._isolation = isolation_of(node, isolated)
+        self._zygotes = zygotes
+        self._fresh_code = fresh_code
+        self._observer = observer
+        self._child: ChildProcess | None = None
+        self._proxy: object | None = None
+
+    @property
+    def instance(self) -> object:
+        if self._proxy is None:
+            if self._child is None:
+                raise RuntimeError(f"{self._node.name} has not been started")
+            proxy = self._child.proxy(self._node.cls)
+            if self._observer is not None:
+                proxy = measured_proxy(proxy, self._node.cls, self._node.name, self._observer)
+            self._proxy = proxy
+        return self._proxy
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None:
+        node = self._node
+        payload: dict[str, Any] = {
+            "component": reference(node.cls),
+            "config": _dump_config(node, config),
+        }
+        if self._fresh_code:
+            try:
+                payload["fresh"] = fresh_source(node.cls)
+            except RuntimeStateError as exc:
+                raise StartupError(node.name, str(exc)) from None
+        spec = ChildSpec(
+            component=node.name,
+            factory=FACTORY,
+            services={dep.name: reference(bound) for dep, bound in node.dependencies},
+            payload=payload,
+            isolation=self._isolation,
+        )
+        services = {dep.name: provided[bound] for dep, bound in node.dependencies}
+        if self._observer is not None:
+            services = {
+                dep.name: measured_service(
+                    provided[bound], bound, node.name, component_name(bound), self._observer
+                )
+                for dep, bound in node.dependencies
+            }
+        self._child = await spawn_child(self._zygotes, node.name, spec, services)
+
+    async def wait(self) -> Outcome:
+        assert self._child is not None
+        end = await self._child.wait()
+        if end.reason == "returned":
+            return ChildOutcome(False, "run() returned", reason=end.reason)
+        return ChildOutcome(
+            True,
+            f"child {end.cause}" if end.reason != "raised" else end.cause,
+            end.error,
+            reason=end.reason,
+        )
+
+    async def stop(self) -> None:
+        if self._child is not None:
+            await self._child.stop(self._isolation.stop_timeout)
+
+    def kill(self) -> None:
+        if self._child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._child.pid, signal.SIGKILL)
+
+
+def build_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> Component:
+    """The child's factory: construct the component with proxies for its dependencies."""
+    fresh = payload.get("fresh")
+    if fresh:
+        cls = fresh_class(payload["component"], fresh)
+    else:
+        cls = resolve(payload["component"], what="component")
+    dependencies = {dep.name: proxies[dep.name] for dep in declared_dependencies(cls)}
+    config_type, config_via = declared_config(cls)
+    config = None
+    if config_type is not None:
+        config = pydantic.TypeAdapter(config_type).validate_python(payload["config"])
+    structlog.contextvars.bind_contextvars(component=cls.__minions_options__.name or cls.__name__)
+    instance = construct_with(cls, dependencies, config, config_via)
+    if issubclass(cls, Resource) and not has_own_run(cls):
+        # The child runs run() for the component's life; a resource without one lives until
+        # it is stopped, as it does in-process.
+        instance.run = _until_stopped  # type: ignore[method-assign]
+    return instance
+
+
+async def _until_stopped() -> None:
+    await asyncio.Event().wait()
+
+
+def _dump_config(node: Node, config: object | None) -> Any:
+    if node.config_type is None or config is None:
+        return None
+    return pydantic.TypeAdapter(node.config_type).dump_python(config, mode="json")

@@ -1,0 +1,289 @@
+"""Isolated workflow minions: the steps run in a child, the parent owns the store.
+
+A workflow minion marked ``isolated=True`` is split across the boundary:
+
+* in the **child**, the user's minion is built with proxies for its resources, and a
+  :class:`StepServer` runs one step at a time on request (``run_step``), with ``self.event``,
+  ``self.context`` and ``self.workflow_handle`` set as usual, returning the updated context;
+* in the **parent**, the ordinary :class:`~minions.workflows.runner.WorkflowRunner` drives the
+  workflows of a *shadow* of the minion whose step methods call the child: the pipeline, the
+  store and every checkpoint stay in the parent.
+
+When the child dies in the middle of a step, that step's call fails with ``ComponentCrashed``;
+the shadow step does not report it as the workflow failing (which would delete its checkpoint):
+it waits for the supervisor, which saw the same death, to stop this incarnation. The runner is
+cancelled, the workflow counts as interrupted and keeps its checkpoint, and the restarted child
+resumes it at that step — without the orchestrator restarting. An ``AbortWorkflow`` raised in
+the child aborts the workflow; any other exception fails it, as in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Mapping
+from typing import Any
+
+import pydantic
+import structlog
+
+from isolation import (
+    ChildProcess,
+    ChildSpec,
+    ComponentCrashed,
+    RemoteError,
+    reference,
+    resolve,
+)
+
+from ..core.component import WorkflowHandle
+from ..core.errors import RuntimeStateError, StartupError
+from ..core.graph import Node, declared_config, declared_dependencies
+from ..core.host import Outcome, construct_with
+from ..core.policy import Policy
+from ..workflows.pipeline import Pipeline
+from ..workflows.steps import (
+    AbortWorkflow,
+    ActiveWorkflow,
+    current_workflow,
+    step_names,
+    workflow_types,
+)
+from ..workflows.store import WorkflowStore
+from .children import Zygotes, component_context, isolation_of, spawn_child
+from .code import fresh_class, fresh_source
+
+FACTORY = "minions.isolated.workflow:build_steps_in_child"
+_BINDING = "__minions_orchestration__"
+
+
+def user_class(cls: type[Any]) -> type[Any]:
+    """The user's minion class behind a class bound by ``Gru`` (which the child cannot import)."""
+    for klass in cls.__mro__:
+        if _BINDING not in klass.__dict__:
+            return klass
+    return cls
+
+
+_ADAPTERS: dict[Any, pydantic.TypeAdapter[Any]] = {}
+
+
+def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
+    adapter = _ADAPTERS.get(tp)
+    if adapter is None:
+        adapter = _ADAPTERS[tp] = pydantic.TypeAdapter(tp)
+    return adapter
+
+
+class StepServer:
+    """Runs a workflow minion's steps in its child, one call per step."""
+
+    def __init__(self, minion: Any) -> None:
+        self._minion = minion
+        self._steps = frozenset(step_names(type(minion)))
+        types = workflow_types(type(minion))
+        assert types is not None
+        self._event, self._context = (_adapter(t) for t in types)
+
+    async def startup(self) -> None:
+        await self._minion.startup()
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()  # the parent's runner drives the steps until it stops us
+
+    async def shutdown(self) -> None:
+        await self._minion.shutdown()
+
+    async def run_step(
+        self, step: str, event: Any, context: Any, orchestration_id: str, workflow_id: str
+    ) -> Any:
+        """Run ``step`` of one workflow; the context as it is after the step."""
+        if step not in self._steps:
+            raise ValueError(f"{type(self._minion).__qualname__} has no step {step!r}")
+        workflow = ActiveWorkflow(
+            owner=self._minion,
+            event=self._event.validate_python(event),
+            context=self._context.validate_python(context),
+            handle=WorkflowHandle(orchestration_id, workflow_id),
+        )
+        token = current_workflow.set(workflow)
+        try:
+            await getattr(self._minion, step)()
+        finally:
+            current_workflow.reset(token)
+        return self._context.dump_python(workflow.context, mode="json")
+
+
+def build_steps_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> StepServer:
+    """The child's factory: the user's minion, with proxies for its resources, behind a
+    :class:`StepServer`. The pipeline and the store stay in the parent (``None`` here)."""
+    fresh = payload.get("fresh")
+    if fresh:  # a redeploy: the minion's module runs again from its source file
+        cls = fresh_class(payload["component"], fresh)
+    else:
+        cls = resolve(payload["component"], what="workflow minion")
+    dependencies = {dep.name: proxies.get(dep.name) for dep in declared_dependencies(cls)}
+    config_type, config_via = declared_config(cls)
+    config = None
+    if config_type is not None and payload.get("config") is not None:
+        config = _adapter(config_type).validate_python(payload["config"])
+    structlog.contextvars.bind_contextvars(component=payload["name"])
+    return StepServer(construct_with(cls, dependencies, config, config_via))
+
+
+class IsolatedWorkflowHost:
+    """Runs the workflows of one incarnation: the runner here, the steps in a child."""
+
+    def __init__(
+        self,
+        node: Node,
+        policy: Policy,
+        isolated: object,
+        zygotes: Zygotes,
+        *,
+        fresh_code: bool = False,
+    ) -> None:
+        self._node = node
+        self._fresh_code = fresh_code
+        self._policy = policy
+        self._isolation = isolation_of(node, isolated)
+        self._zygotes = zygotes
+        self._child: ChildProcess | None = None
+        self._steps: Any = None
+        self._shadow: Any = None
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def instance(self) -> object:
+        return self._shadow
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.pid if self._child is not None else None
+
+    async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None:
+        node, user = self._node, user_class(self._node.cls)
+        parent_side = {
+            dep.name
+            for dep, bound in node.dependencies
+            if issubclass(bound, WorkflowStore) or _is_pipeline(bound)
+        }
+        remote = [(dep, bound) for dep, bound in node.dependencies if dep.name not in parent_side]
+        if config is None:
+            config = node.cls.__dict__.get("config")  # a Gru binding's config
+        payload: dict[str, Any] = {
+            "component": reference(user),
+            "name": node.name,
+            "config": _dump(config),
+        }
+        if self._fresh_code:
+            try:
+                payload["fresh"] = fresh_source(user)
+            except RuntimeStateError as exc:
+                raise StartupError(node.name, str(exc)) from None
+        spec = ChildSpec(
+            component=node.name,
+            factory=FACTORY,
+            services={dep.name: reference(bound) for dep, bound in remote},
+            payload=payload,
+            isolation=self._isolation,
+        )
+        services = {dep.name: provided[bound] for dep, bound in remote}
+        self._child = await spawn_child(self._zygotes, node.name, spec, services)
+        self._steps = self._child.proxy(StepServer)
+        self._shadow = self._make_shadow(provided, config, parent_side)
+        self._task = asyncio.get_running_loop().create_task(
+            self._shadow.run(), name=f"minions:{node.name}", context=component_context(node.name)
+        )
+
+    def _make_shadow(
+        self, provided: Mapping[type[Any], object], config: object | None, parent_side: set[str]
+    ) -> Any:
+        """The minion as the parent's runner sees it: its pipeline and store, remote steps."""
+        cls = self._node.cls
+        shadow = cls.__new__(cls)
+        for dep, bound in self._node.dependencies:
+            if dep.name in parent_side:
+                shadow.__dict__[dep.name] = provided[bound]
+        if config is not None:
+            shadow.__dict__["config"] = config
+        types = workflow_types(cls)
+        assert types is not None
+        event_adapter, context_adapter = (_adapter(t) for t in types)
+        for name in step_names(cls):
+            shadow.__dict__[name] = self._remote_step(name, event_adapter, context_adapter)
+        return shadow
+
+    def _remote_step(
+        self, name: str, event: pydantic.TypeAdapter[Any], context: pydantic.TypeAdapter[Any]
+    ) -> Any:
+        async def step() -> None:
+            workflow = current_workflow.get()
+            try:
+                after = await self._steps.run_step(
+                    name,
+                    event.dump_python(workflow.event, mode="json"),
+                    context.dump_python(workflow.context, mode="json"),
+                    workflow.handle.orchestration_id,
+                    workflow.handle.workflow_id,
+                )
+            except RemoteError as exc:
+                if exc.remote_type == AbortWorkflow.__qualname__:
+                    raise AbortWorkflow(exc.remote_message) from exc
+                raise
+            except ComponentCrashed:
+                # The child died in this step. Neither done nor failed: wait for the
+                # supervisor (which saw the death too) to stop this incarnation; the checkpoint
+                # stays and the next child resumes the workflow at this step.
+                await asyncio.Event().wait()
+            workflow.context = context.validate_python(after)
+
+        step.__name__ = name
+        return step
+
+    async def wait(self) -> Outcome:
+        assert self._child is not None and self._task is not None
+        child: asyncio.Future[Any] = asyncio.ensure_future(self._child.wait())
+        runner: asyncio.Future[None] = asyncio.ensure_future(asyncio.shield(self._task))
+        try:
+            await asyncio.wait({child, runner}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in (child, runner):
+                if not waiter.done():
+                    waiter.cancel()
+        if child.done() and not child.cancelled():
+            end = child.result()
+            return Outcome(True, f"child {end.cause}", end.error)
+        error = runner.exception() if not runner.cancelled() else None
+        if error is not None:
+            return Outcome(True, f"run() raised {type(error).__name__}: {error}", error)
+        return Outcome(False, "run() returned")
+
+    async def stop(self) -> None:
+        task = self._task
+        if task is not None and not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=self._policy.stop_timeout)
+        if task is not None and task.done() and not task.cancelled():
+            task.exception()  # reported by wait()
+        if self._child is not None:
+            await self._child.stop(self._isolation.stop_timeout)
+
+    def kill(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        if self._child is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self._child.pid, signal.SIGKILL)
+
+
+def _is_pipeline(cls: type[Any]) -> bool:
+    return issubclass(cls, Pipeline)
+
+
+def _dump(config: object | None) -> Any:
+    if config is None:
+        return None
+    return _adapter(type(config)).dump_python(config, mode="json")

@@ -1,0 +1,291 @@
+"""The ``minions`` command line (also ``python -m minions``).
+
+``minions run app.py`` runs a program file as ``__main__``, exactly like ``python app.py``.
+``minions run package.module:attr`` imports ``attr`` and runs it: a component class, a list or
+tuple of them, or a function that calls ``run(...)`` itself.
+
+The other commands operate the system running in a project folder — the current directory,
+``--project DIR``, or ``$MINIONS_PROJECT_DIR`` — through its control socket
+(``minions.ops.control``): ``status`` (``--json``, ``--metrics``), ``top``, ``restart NAME``,
+``stop [NAME]``, ``redeploy NAME``; ``logs [NAME] [-f]`` reads the structured log file. A
+problem (no system, a stale socket, an unknown component, a refused or failed operation) is one
+line on stderr and exit status 1; a usage error is exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import importlib.metadata
+import json
+import os
+import runpy
+import shutil
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from ..core.component import Component
+from ..core.logs import LOG_FILE_NAME, log_dir
+from ..core.runtime import default_project_dir
+from .client import ControlClient, ControlError, NoSystemError
+from .log_reader import LogReader
+from .run import METRICS_PORT_ENV, run
+from .top import render_status, run_top
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+STATUS_TIMEOUT = 5.0
+OPERATION_TIMEOUT = 120.0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_USAGE
+    if args.command == "run":
+        return _run(args)
+    try:
+        code: int = COMMANDS[args.command](args)
+    except ControlError as exc:
+        print(f"minions: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 0
+    except BrokenPipeError:
+        # The reader went away (``minions logs | head``): nothing more to show, nothing to say.
+        with contextlib.suppress(OSError, ValueError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+    return code
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="minions", description="Run and operate Minions systems.")
+    version = importlib.metadata.version("minions")
+    parser.add_argument("--version", action="version", version=f"minions {version}")
+    project = argparse.ArgumentParser(add_help=False)
+    project.add_argument(
+        "--project",
+        metavar="DIR",
+        help="the project folder (default: $MINIONS_PROJECT_DIR, else the current directory)",
+    )
+    timed = argparse.ArgumentParser(add_help=False)
+    timed.add_argument("--timeout", type=float, metavar="SECONDS", help="how long to wait")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    run_cmd = commands.add_parser(
+        "run", parents=[project], help="run a system: a program file or package.module:attr"
+    )
+    run_cmd.add_argument("target", help="app.py, or package.module:attr")
+    run_cmd.add_argument("--config", help="the config file (default: ./minions.toml if present)")
+    run_cmd.add_argument("--seconds", type=float, help="stop gracefully after this many seconds")
+    run_cmd.add_argument("--log-level", default="info")
+    run_cmd.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve Prometheus metrics on 127.0.0.1:PORT (0 picks a free port)",
+    )
+    run_cmd.add_argument("args", nargs=argparse.REMAINDER, help="arguments for a program file")
+
+    status = commands.add_parser(
+        "status", parents=[project, timed], help="show the components of the running system"
+    )
+    shown = status.add_mutually_exclusive_group()
+    shown.add_argument("--json", action="store_true", help="print the status as JSON")
+    shown.add_argument("--metrics", action="store_true", help="print the Prometheus metrics")
+
+    top = commands.add_parser("top", parents=[project, timed], help="a live view of the status")
+    top.add_argument("--interval", type=float, default=1.0, help="seconds between refreshes")
+    top.add_argument("--iterations", type=int, help="stop after this many refreshes")
+
+    for name, text in (
+        ("restart", "restart a component; what depends on it restarts after it"),
+        ("redeploy", "restart an isolated component with its code imported anew"),
+    ):
+        command = commands.add_parser(name, parents=[project, timed], help=text)
+        command.add_argument("name", metavar="NAME", help="the component")
+    stop = commands.add_parser(
+        "stop", parents=[project, timed], help="stop a component and its dependents, or all"
+    )
+    stop.add_argument("name", metavar="NAME", nargs="?", help="the component (default: all)")
+
+    logs = commands.add_parser("logs", parents=[project], help="show the structured log")
+    logs.add_argument("name", metavar="NAME", nargs="?", help="only this component's events")
+    logs.add_argument("-f", "--follow", action="store_true", help="keep showing new events")
+    logs.add_argument(
+        "-n", "--lines", type=int, help="show the last N events (default: all; 10 with -f)"
+    )
+    logs.add_argument("--json", action="store_true", help="print the JSON lines as they are")
+    return parser
+
+
+# -- run ---------------------------------------------------------------------------------------
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.project:
+        os.environ["MINIONS_PROJECT_DIR"] = str(Path(args.project).resolve())
+    if args.metrics_port is not None:
+        # Read by run(), however the target calls it (a program file calls it itself).
+        os.environ[METRICS_PORT_ENV] = str(args.metrics_port)
+    target: str = args.target
+    if target.endswith(".py") or os.path.sep in target:
+        path = Path(target)
+        if not path.is_file():
+            print(f"minions: no such program file: {target}", file=sys.stderr)
+            return EXIT_USAGE
+        sys.argv = [str(path), *args.args]
+        sys.path.insert(0, str(path.resolve().parent))
+        runpy.run_path(str(path), run_name="__main__")
+        return 0
+    module_name, _, attr = target.partition(":")
+    if not attr:
+        print(f"minions: {target!r} is neither a .py file nor package.module:attr", file=sys.stderr)
+        return EXIT_USAGE
+    sys.path.insert(0, os.getcwd())
+    try:
+        obj: object = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        print(f"minions: cannot load {target}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(obj, type) and issubclass(obj, Component):
+        components: list[type[Component]] = [obj]
+    elif isinstance(obj, list | tuple) and all(
+        isinstance(c, type) and issubclass(c, Component) for c in obj
+    ):
+        components = list(obj)
+    elif callable(obj):
+        obj()
+        return 0
+    else:
+        print(
+            f"minions: {target} is not a component class, a list of them, or a function",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    run(*components, config=args.config, stop_after=args.seconds, log_level=args.log_level)
+    return 0
+
+
+# -- operating a running system ----------------------------------------------------------------
+
+
+def _project(args: argparse.Namespace) -> Path:
+    return Path(args.project).resolve() if args.project else default_project_dir()
+
+
+def _client(args: argparse.Namespace, default_timeout: float) -> ControlClient:
+    timeout = args.timeout if args.timeout is not None else default_timeout
+    return ControlClient(_project(args), timeout=timeout)
+
+
+def _status(args: argparse.Namespace) -> int:
+    client = _client(args, STATUS_TIMEOUT)
+    if args.metrics:
+        sys.stdout.write(client.request("metrics"))
+        return 0
+    status = client.request("status")
+    if args.json:
+        print(json.dumps(status, indent=2))
+    else:
+        print(render_status(status, _width()))
+    return 0
+
+
+def _top(args: argparse.Namespace) -> int:
+    client = _client(args, STATUS_TIMEOUT)
+    if args.iterations is not None and args.iterations < 1:
+        raise ControlError("--iterations must be at least 1")
+    run_top(
+        lambda: client.request("status"),
+        sys.stdout,
+        interval=args.interval,
+        iterations=args.iterations,
+        width=_width,
+    )
+    return 0
+
+
+def _restart(args: argparse.Namespace) -> int:
+    row = _client(args, OPERATION_TIMEOUT).request("restart", args.name)
+    print(f"restarted {_describe(row)}")
+    return 0
+
+
+def _redeploy(args: argparse.Namespace) -> int:
+    row = _client(args, OPERATION_TIMEOUT).request("redeploy", args.name)
+    print(f"redeployed {_describe(row)}")
+    return 0
+
+
+def _stop(args: argparse.Namespace) -> int:
+    client = _client(args, OPERATION_TIMEOUT)
+    if args.name is None:
+        client.request("stop")
+        print(f"stopped the system in {client.project_dir}")
+    else:
+        row = client.request("stop", args.name)
+        print(f"stopped {_describe(row)}")
+    return 0
+
+
+def _describe(row: dict[str, Any]) -> str:
+    text = f"{row['name']}: {row['state']}"
+    if row.get("pid") is not None:
+        text += f", pid {row['pid']}"
+    return text
+
+
+def _logs(args: argparse.Namespace) -> int:
+    project = _project(args)
+    path = log_dir(project) / LOG_FILE_NAME
+    if not path.is_file():
+        raise ControlError(
+            f"no log file at {path}: a system writes it when it runs in {project} "
+            "(or pass --project DIR)"
+        )
+    reader = LogReader(path, args.name, raw=args.json)
+    if args.name is not None:
+        known = reader.components() | _running_components(project)
+        if args.name not in known:
+            names = ", ".join(sorted(known)) or "none"
+            raise ControlError(f"no component {args.name!r} in {project}; known: {names}")
+    lines = args.lines if args.lines is not None else (10 if args.follow else None)
+    shown, end = reader.tail(lines)
+    for line in shown:
+        print(line)
+    sys.stdout.flush()
+    if args.follow:
+        reader.follow(end, sys.stdout)
+    return 0
+
+
+def _running_components(project: Path) -> set[str]:
+    try:
+        status = ControlClient(project, timeout=STATUS_TIMEOUT).request("status")
+    except NoSystemError:
+        return set()
+    return {c["name"] for c in status["components"]}
+
+
+def _width() -> int | None:
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
+COMMANDS = {
+    "status": _status,
+    "top": _top,
+    "restart": _restart,
+    "redeploy": _redeploy,
+    "stop": _stop,
+    "logs": _logs,
+}

@@ -1,0 +1,398 @@
+"""The control socket: how the ``minions`` command reaches a running system.
+
+A system started by :func:`minions.run` attaches a :class:`ControlServer` to its runtime. It
+listens on a ZeroMQ ``ipc://`` socket at ``<project>/.minions/run/control.sock`` — the
+directory made owner-only (0700) and the socket file 0600, so only the user who runs the system
+can operate it. (When the project path is too deep for a Unix socket path, the socket lives in
+a private directory under the system's temporary directory and ``.minions/run/control.endpoint``
+names it.)
+
+The protocol is one request, one answer, both msgpack maps::
+
+    request  {"v": 1, "op": "status" | "restart" | "stop" | "redeploy" | "metrics" | "ping",
+              "name": <component name, for restart, redeploy and stop of one component>}
+    answer   {"v": 1, "ok": true, "result": ...}
+             {"v": 1, "ok": false, "error": {"kind": ..., "message": ...}}
+
+Error kinds: ``unknown_component``, ``refused`` (the operation does not apply: redeploying an
+in-process component), ``failed`` (it was tried and failed: the restarted component crashed),
+``metrics_off``, ``bad_request``, ``internal``. Requests are served concurrently (``status``
+answers while a restart is under way); the runtime applies structural changes one at a time.
+``stop`` without a name asks the system to stop as the first SIGTERM would, and is answered
+once everything has stopped, just before the socket closes.
+
+A socket file nobody listens on (the system was killed) is *stale*: connecting to it is
+refused. The server replaces a stale one at start; if another live system already answers on
+it, the server logs ``control.unavailable`` and the runtime runs without a control socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]  # ships no type information
+import structlog
+import zmq
+import zmq.asyncio
+
+from ..core.errors import MinionsError, RuntimeStateError, StartupError, UnknownComponentError
+from ..core.runtime import Runtime
+from ..core.status import ComponentStatus
+from .metrics import MetricsEndpoint
+from .usage import Usage, UsageSampler
+
+__all__ = ["PROTOCOL_VERSION", "ControlServer", "probe", "socket_path", "status_row"]
+
+log = structlog.get_logger("minions")
+
+PROTOCOL_VERSION = 1
+SOCKET_NAME = "control.sock"
+POINTER_NAME = "control.endpoint"
+#: AF_UNIX paths hold 107 bytes; beyond this the socket moves to the temporary directory.
+_MAX_SOCKET_PATH = 100
+#: How long the last answers (to ``stop``) may take to leave when the socket closes.
+_CLOSE_LINGER_MS = 1000
+OPS = frozenset({"ping", "status", "restart", "stop", "redeploy", "metrics"})
+_NEEDS_NAME = frozenset({"restart", "redeploy"})
+
+
+def run_dir(project_dir: Path) -> Path:
+    return project_dir / ".minions" / "run"
+
+
+def _fits(path: Path) -> bool:
+    return len(os.fsencode(path)) <= _MAX_SOCKET_PATH
+
+
+def socket_path(project_dir: Path) -> Path | None:
+    """Where the control socket of the system in ``project_dir`` is; ``None`` if nowhere."""
+    default = run_dir(project_dir) / SOCKET_NAME
+    if _fits(default):
+        return default
+    try:
+        named = Path((run_dir(project_dir) / POINTER_NAME).read_text().strip())
+    except OSError:
+        return None
+    return named if named.is_absolute() and _fits(named) else None
+
+
+def probe(path: Path) -> bool:
+    """Whether something listens on the Unix socket ``path`` (False: the file is stale).
+
+    Raises :class:`PermissionError` when the socket belongs to someone else.
+    """
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as client:
+        try:
+            client.connect(os.fspath(path))
+        except (ConnectionRefusedError, FileNotFoundError):
+            return False
+    return True
+
+
+class ControlUnavailable(MinionsError):
+    """The control socket could not be opened (the system runs without it)."""
+
+
+class ControlServer:
+    """Answers the ``minions`` command for one runtime (an
+    :class:`~minions.core.runtime.Extension`).
+
+    ``on_stop`` is called for ``minions stop`` without a name (``run()`` passes its graceful
+    stop); without it the runtime is stopped directly. ``metrics`` answers ``status --metrics``.
+    """
+
+    def __init__(
+        self,
+        *,
+        on_stop: Callable[[], None] | None = None,
+        metrics: MetricsEndpoint | None = None,
+    ) -> None:
+        self._on_stop = on_stop
+        self._metrics = metrics
+        self._runtime: Runtime | None = None
+        self._context: zmq.asyncio.Context | None = None
+        self._socket: zmq.asyncio.Socket | None = None
+        self._path: Path | None = None
+        self._inode: int | None = None
+        self._private_dir: Path | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._stop_waiters: list[bytes] = []
+        self._stopping: asyncio.Task[None] | None = None
+        self._sampler = UsageSampler()
+        self._started_at = datetime.now(UTC)
+
+    def __repr__(self) -> str:
+        where = self._path if self._socket is not None else "not listening"
+        return f"<ControlServer {where}>"
+
+    @property
+    def path(self) -> Path | None:
+        """The socket's path while it listens."""
+        return self._path if self._socket is not None else None
+
+    async def attach(self, runtime: Runtime) -> None:
+        self._runtime = runtime
+        self._started_at = datetime.now(UTC)
+        try:
+            self._open(runtime.project_dir)
+        except ControlUnavailable as exc:
+            log.warning("control.unavailable", reason=str(exc))
+            return
+        self._serving = asyncio.get_running_loop().create_task(
+            self._serve(), name="minions:control"
+        )
+        log.info("control.listening", socket=str(self._path))
+
+    async def detach(self) -> None:
+        serving, self._serving = self._serving, None
+        if serving is not None:
+            serving.cancel()
+        tasks = [*self._tasks, *([serving] if serving is not None else [])]
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        sock = self._socket
+        if sock is not None:
+            for identity in self._stop_waiters:
+                with contextlib.suppress(zmq.ZMQError):
+                    # The plain socket's send: it never waits (a ROUTER drops what it cannot
+                    # deliver), and no future is left behind by a loop that is about to end.
+                    zmq.Socket.send_multipart(sock, [identity, b"", _answer({"stopped": True})])
+            self._stop_waiters.clear()
+        self._close(_CLOSE_LINGER_MS)
+
+    # -- the socket -----------------------------------------------------------------------------
+
+    def _open(self, project_dir: Path) -> None:
+        directory = run_dir(project_dir)
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            info = directory.stat()
+            if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != 0o700:
+                directory.chmod(0o700)
+        except OSError as exc:
+            raise ControlUnavailable(f"cannot prepare {directory}: {exc}") from exc
+        path = directory / SOCKET_NAME
+        if not _fits(path):
+            self._private_dir = Path(tempfile.mkdtemp(prefix="minions-control-"))
+            path = self._private_dir / SOCKET_NAME
+        elif path.exists():
+            try:
+                alive = probe(path)
+            except OSError as exc:
+                raise ControlUnavailable(f"cannot check the existing socket {path}: {exc}") from exc
+            if alive:
+                raise ControlUnavailable(
+                    f"another Minions system already answers on {path}; this one runs without "
+                    "a control socket (run one system per project folder)"
+                )
+            path.unlink(missing_ok=True)  # stale: left by a system that was killed
+        context = zmq.asyncio.Context()
+        sock = context.socket(zmq.ROUTER)
+        sock.setsockopt(zmq.LINGER, 0)
+        try:
+            sock.bind(f"ipc://{path}")
+            path.chmod(0o600)
+            self._inode = path.stat().st_ino
+            if self._private_dir is not None:
+                (directory / POINTER_NAME).write_text(f"{path}\n")
+        except (zmq.ZMQError, OSError) as exc:
+            sock.close()
+            context.term()
+            self._remove_private_dir()
+            raise ControlUnavailable(f"cannot listen on {path}: {exc}") from exc
+        self._context, self._socket, self._path = context, sock, path
+
+    def _close(self, linger_ms: int) -> None:
+        sock, self._socket = self._socket, None
+        if sock is not None:
+            sock.close(linger=linger_ms)
+        context, self._context = self._context, None
+        if context is not None:
+            context.term()
+        path = self._path
+        if path is not None and self._inode is not None:
+            with contextlib.suppress(OSError):
+                if path.stat().st_ino == self._inode:  # not a newer system's socket
+                    path.unlink()
+        if self._private_dir is not None and self._runtime is not None:
+            pointer = run_dir(self._runtime.project_dir) / POINTER_NAME
+            with contextlib.suppress(OSError):
+                if pointer.read_text().strip() == str(path):
+                    pointer.unlink()
+        self._remove_private_dir()
+
+    def _remove_private_dir(self) -> None:
+        private, self._private_dir = self._private_dir, None
+        if private is not None:
+            shutil.rmtree(private, ignore_errors=True)
+
+    async def _serve(self) -> None:
+        assert self._socket is not None
+        sock = self._socket
+        loop = asyncio.get_running_loop()
+        while True:
+            frames = await sock.recv_multipart()
+            if len(frames) != 3 or frames[1] != b"":
+                continue  # not a REQ envelope: nothing to answer
+            task = loop.create_task(self._handle(frames[0], frames[2]))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _handle(self, identity: bytes, body: bytes) -> None:
+        try:
+            op, name = _parse(body)
+            if op == "stop" and name is None:
+                self._stop_all(identity)
+                return  # answered at detach, once everything has stopped
+            answer = _answer(await self._dispatch(op, name))
+        except _Refusal as exc:
+            answer = _failure(exc.kind, str(exc))
+        except UnknownComponentError as exc:
+            answer = _failure("unknown_component", str(exc))
+        except RuntimeStateError as exc:
+            answer = _failure("refused", str(exc))
+        except (StartupError, MinionsError) as exc:
+            answer = _failure("failed", str(exc))
+        except Exception as exc:
+            log.error("control.failed", reason=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            answer = _failure("internal", f"{type(exc).__name__}: {exc} (see the system's log)")
+        if self._socket is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                await self._socket.send_multipart([identity, b"", answer])
+
+    # -- operations -----------------------------------------------------------------------------
+
+    async def _dispatch(self, op: str, name: str | None) -> Any:
+        runtime = self._runtime
+        assert runtime is not None
+        if op == "ping":
+            return {"pid": os.getpid()}
+        if op == "status":
+            return self.status()
+        if op == "metrics":
+            if self._metrics is None:
+                raise _Refusal(
+                    "metrics_off",
+                    "metrics are off in this system; start it with 'minions run --metrics-port "
+                    "PORT', run(..., metrics_port=PORT) or metrics_port in [minions] of "
+                    "minions.toml",
+                )
+            return await self._metrics.exposition()
+        assert name is not None
+        log.info("control.request", op=op, component=name)
+        if op == "restart":
+            await runtime.restart(name)
+        elif op == "redeploy":
+            await runtime.redeploy(name)
+        elif op == "stop":
+            await runtime.stop(name)
+        return self._component_status(name)
+
+    def _stop_all(self, identity: bytes) -> None:
+        self._stop_waiters.append(identity)
+        log.info("control.request", op="stop")
+        if self._on_stop is not None:
+            self._on_stop()
+        elif self._stopping is None and self._runtime is not None:
+            self._stopping = asyncio.get_running_loop().create_task(self._runtime.stop())
+
+    def _component_status(self, name: str) -> dict[str, Any]:
+        assert self._runtime is not None
+        status = self._runtime.status()[name]
+        return status_row(status, self._usage(status.pid), datetime.now(UTC))
+
+    def _usage(self, pid: int | None) -> Usage | None:
+        return self._sampler.sample(pid) if pid is not None else None
+
+    def status(self) -> dict[str, Any]:
+        """The ``status`` answer: the system and every component, as plain data."""
+        assert self._runtime is not None
+        now = datetime.now(UTC)
+        statuses = list(self._runtime.status().values())
+        pids = {s.pid for s in statuses if s.pid is not None} | {os.getpid()}
+        self._sampler.forget_others(pids)
+        own = self._sampler.sample(os.getpid())
+        return {
+            "system": {
+                "pid": os.getpid(),
+                "project": str(self._runtime.project_dir),
+                "started_at": self._started_at.isoformat(),
+                "uptime_seconds": round((now - self._started_at).total_seconds(), 3),
+                "cpu_percent": own.cpu_percent,
+                "rss_bytes": own.rss_bytes,
+                "stopping": bool(self._stop_waiters),
+                "metrics_url": self._metrics.url if self._metrics is not None else None,
+            },
+            "components": [status_row(s, self._usage(s.pid), now) for s in statuses],
+        }
+
+
+def status_row(status: ComponentStatus, usage: Usage | None, now: datetime) -> dict[str, Any]:
+    """One component as plain data (the rows of ``minions status --json``)."""
+    uptime = (now - status.started_at).total_seconds() if status.started_at is not None else None
+    return {
+        "name": status.name,
+        "kind": status.kind,
+        "isolated": status.isolated,
+        "state": status.state.value,
+        "pid": status.pid,
+        "restarts": status.restarts,
+        "crashes": status.crashes,
+        "crash_causes": dict(status.crash_causes),
+        "started_at": status.started_at.isoformat() if status.started_at is not None else None,
+        "uptime_seconds": round(uptime, 3) if uptime is not None else None,
+        "cpu_percent": usage.cpu_percent if usage is not None else None,
+        "rss_bytes": usage.rss_bytes if usage is not None else None,
+        "last_error": status.last_error,
+    }
+
+
+class _Refusal(Exception):
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+def _parse(body: bytes) -> tuple[str, str | None]:
+    try:
+        request = msgpack.unpackb(body)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise _Refusal("bad_request", f"the request is not msgpack data: {exc}") from None
+    if not isinstance(request, dict) or request.get("v") != PROTOCOL_VERSION:
+        raise _Refusal(
+            "bad_request",
+            f"expected a map with v={PROTOCOL_VERSION}; this system speaks control protocol "
+            f"version {PROTOCOL_VERSION} (is the minions command from another version?)",
+        )
+    op, name = request.get("op"), request.get("name")
+    if op not in OPS:
+        raise _Refusal("bad_request", f"unknown operation {op!r}; known: {', '.join(sorted(OPS))}")
+    if name is not None and not isinstance(name, str):
+        raise _Refusal("bad_request", f"the component name must be a string, got {name!r}")
+    if op in _NEEDS_NAME and not name:
+        raise _Refusal("bad_request", f"{op} needs a component name")
+    return op, name
+
+
+def _answer(result: Any) -> bytes:
+    packed: bytes = msgpack.packb({"v": PROTOCOL_VERSION, "ok": True, "result": result})
+    return packed
+
+
+def _failure(kind: str, message: str) -> bytes:
+    packed: bytes = msgpack.packb(
+        {"v": PROTOCOL_VERSION, "ok": False, "error": {"kind": kind, "message": message}}
+    )
+    return packed

@@ -1,0 +1,498 @@
+"""The workflow driver: how a workflow minion turns its pipeline's events into durable workflows.
+
+A workflow minion's ``run()`` (installed by ``minions.workflows.definition``) hands over to a
+:class:`WorkflowRunner`, which:
+
+1. loads the orchestration's saved checkpoints and restarts each workflow at its next step
+   (a corrupt checkpoint is logged and skipped; a checkpoint of other event or context types
+   stops the minion with an error that says to drain first);
+2. only then subscribes to the pipeline, so resumed workflows go before new events;
+3. for each event, starts a workflow with a fresh ``Context()`` once there is room
+   (``max_in_flight``; until then the pipeline waits);
+4. on stop, unsubscribes, gives running workflows ``stop_grace`` seconds to finish, and cancels
+   the rest — their checkpoints stay, and they resume on the next start.
+
+One workflow, step by step::
+
+    for each step i from the next one:
+        commit checkpoint (ids, event, context, next step = i)   ── persistence policy applies
+        await step i
+    count the outcome, then delete the checkpoint                 ── terminal outcomes only
+
+Outcomes are counted apart: *succeeded* (every step returned), *aborted* (a step raised
+``AbortWorkflow``), *failed* (a step raised anything else; logged with the step's name),
+*interrupted* (cancelled by a stop: the checkpoint is kept, so the workflow resumes at the step
+it was in — steps run at least once, and must be idempotent).
+
+The final delete is not awaited durably. A finished workflow gives its place to the next event
+and is counted at once; its delete rides in the store's next transaction (``SQLiteStateStore``
+commits it with the next workflow's first checkpoint, or alone within 2 ms; a store without
+deferred deletes is awaited by the finished workflow's task, after it was counted). Losing the
+delete to a crash leaves a checkpoint whose next step is the last one, so the next start runs
+that step again: at least once, as for any step. Shutdown commits deletes still queued.
+
+The event is encoded once per workflow (``CheckpointCodec.for_workflow``), at its first
+checkpoint; later checkpoints encode only the step index and the context.
+
+The orchestration id — the key checkpoints are filed under — is a hash of the minion's,
+the pipeline's and the config's identities (:func:`orchestration_id`): the same program in a
+copied project folder finds its checkpoints again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import hashlib
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pydantic
+
+from ..core.component import Minion, WorkflowHandle, component_name
+from ..core.errors import DefinitionError
+from ..core.graph import declared_config, declared_dependencies
+from ..core.identity import identity_of
+from .checkpoint import (
+    Checkpoint,
+    CheckpointCodec,
+    CheckpointEncodeError,
+    CorruptCheckpoint,
+    IncompatibleCheckpoint,
+    checkpoint_codec,
+)
+from .pipeline import Pipeline
+from .steps import (
+    AbortWorkflow,
+    ActiveWorkflow,
+    PersistencePolicy,
+    current_workflow,
+    step_names,
+    workflow_settings,
+    workflow_types,
+)
+from .store import PersistenceError, WorkflowCounters, WorkflowStore
+
+__all__ = [
+    "WorkflowRunner",
+    "WorkflowSpec",
+    "config_identity",
+    "orchestration_id",
+    "workflow_spec",
+]
+
+_ORCHESTRATION_ATTRIBUTE = "__minions_orchestration__"
+
+
+def orchestration_id(minion: str, pipeline: str, config: str = "") -> str:
+    """The deterministic id of (minion identity, pipeline identity, config identity)."""
+    text = "\x1f".join(("minions-orchestration-1", minion, pipeline, config))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def config_identity(config: object) -> str:
+    """A config object's identity: a hash of its canonical JSON form ("" for no config)."""
+    if config is None:
+        return ""
+    try:
+        data = pydantic.TypeAdapter(type(config)).dump_python(config, mode="json")
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+    except Exception as exc:  # pydantic raises several unrelated types for odd objects
+        raise DefinitionError(
+            f"cannot derive an identity from the config {config!r} ({exc}); use a dataclass or "
+            "pydantic model of builtins"
+        ) from exc
+    return "inline:" + hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Orchestration:
+    """What a class bound by Gru carries: its orchestration id and the user's minion identity."""
+
+    id: str
+    minion_identity: str
+
+
+@dataclass(frozen=True)
+class WorkflowSpec:
+    """A workflow minion class, resolved: its types, steps and pipeline attribute."""
+
+    minion: type[Minion[Any, Any]]
+    event_type: Any
+    context_type: Any
+    steps: tuple[str, ...]
+    #: The class attribute holding the pipeline, and the pipeline class it requests (None: Gru
+    #: will name one).
+    pipeline_attribute: str | None
+    pipeline: type[Pipeline[Any]] | None
+
+
+def workflow_spec(cls: type[Any], *, require_pipeline: bool = True) -> WorkflowSpec:
+    """Resolve ``cls`` as a workflow minion, or raise a clear ``DefinitionError``."""
+    steps = step_names(cls) if isinstance(cls, type) else ()
+    if not steps:
+        shown = getattr(cls, "__qualname__", repr(cls))
+        raise DefinitionError(
+            f"{shown} is not a workflow minion: declare it 'class {getattr(cls, '__name__', cls)}"
+            "(Minion[MyEvent, MyContext])' with at least one @minion_step method"
+        )
+    types = workflow_types(cls)
+    assert types is not None  # checked when the class was defined
+    pipelines: list[tuple[str, type[Pipeline[Any]]]] = []
+    for dep in declared_dependencies(cls):
+        if not issubclass(dep.requested, Pipeline):
+            continue
+        if dep.via == "parameter":
+            raise DefinitionError(
+                f"{cls.__qualname__}.__init__ takes the pipeline {dep.requested.__qualname__} as "
+                f"a parameter; declare it as a class attribute instead ('{dep.name}: "
+                f"{dep.requested.__name__}') so the workflow loop can find it"
+            )
+        pipelines.append((dep.name, dep.requested))
+    if len(pipelines) > 1:
+        names = ", ".join(f"{n}: {p.__qualname__}" for n, p in pipelines)
+        raise DefinitionError(
+            f"{cls.__qualname__} declares {len(pipelines)} pipelines ({names}); a workflow "
+            "minion handles the events of one pipeline"
+        )
+    if not pipelines:
+        if require_pipeline:
+            raise DefinitionError(
+                f"{cls.__qualname__} has no pipeline to take events from: declare one as a class "
+                f"attribute ('events: MyPipeline'), or start it with "
+                f"Gru.start_orchestration(MyPipeline, {cls.__name__})"
+            )
+        return WorkflowSpec(cls, types[0], types[1], steps, None, None)
+    attribute, pipeline = pipelines[0]
+    check_event_types(pipeline, cls, types[0])
+    return WorkflowSpec(cls, types[0], types[1], steps, attribute, pipeline)
+
+
+def check_event_types(pipeline: type[Pipeline[Any]], minion: type[Any], event_type: Any) -> None:
+    """Raise a ``DefinitionError`` unless ``pipeline`` produces ``minion``'s event type."""
+    if pipeline.produce_event is Pipeline.produce_event:
+        raise DefinitionError(
+            f"{pipeline.__qualname__} does not implement produce_event(); define "
+            "'async def produce_event(self) -> MyEvent'"
+        )
+    produced = pipeline.event_type()
+    if produced == event_type or (
+        isinstance(produced, type)
+        and isinstance(event_type, type)
+        and issubclass(produced, event_type)
+    ):
+        return
+    raise DefinitionError(
+        f"event-type mismatch: {pipeline.__qualname__} produces {_type_name(produced)} but "
+        f"{minion.__qualname__} handles {_type_name(event_type)}; pair the minion with a "
+        f"pipeline of {_type_name(event_type)} (or of a subclass of it)"
+    )
+
+
+def _type_name(tp: Any) -> str:
+    return str(getattr(tp, "__qualname__", tp))
+
+
+def bound_orchestration(cls: type[Any]) -> Orchestration | None:
+    found = cls.__dict__.get(_ORCHESTRATION_ATTRIBUTE)
+    return found if isinstance(found, Orchestration) else None
+
+
+class WorkflowRunner:
+    """Runs the workflows of one incarnation of a workflow minion (see the module docstring)."""
+
+    def __init__(
+        self,
+        minion: Minion[Any, Any],
+        spec: WorkflowSpec,
+        store: WorkflowStore,
+        pipeline: Pipeline[Any],
+        orchestration: Orchestration,
+    ) -> None:
+        cls = type(minion)
+        self._minion = minion
+        self._spec = spec
+        self._store = store
+        self._pipeline = pipeline
+        self._orchestration = orchestration
+        self._name = component_name(cls)
+        self._codec: CheckpointCodec[Any, Any] = checkpoint_codec(
+            spec.event_type, spec.context_type
+        )
+        self._steps: tuple[Callable[[], Awaitable[Any]], ...] = tuple(
+            getattr(minion, name) for name in spec.steps
+        )
+        settings = workflow_settings(cls)
+        self._policy: PersistencePolicy = (
+            settings.persistence_policy or store.services.persistence_policy
+        )
+        self._limit = settings.max_in_flight
+        # The host waits stop_timeout for run() to end once cancelled; the grace must fit in it.
+        stop_timeout = cls.__minions_options__.stop_timeout or 5.0
+        self._grace = min(float(settings.stop_grace), stop_timeout / 2)
+        self._counters: WorkflowCounters = store.counters(orchestration.id)
+        self._labels = {"orchestration": orchestration.id}
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Workflows whose steps are running or due; a finished one deleting its checkpoint
+        #: no longer counts, so the next event overlaps that delete.
+        self._running = 0
+        self._room = asyncio.Event()
+        # Workflow ids: 128 random bits from a generator seeded by the OS, without a system
+        # call per workflow.
+        self._ids = random.Random()
+        self._closing = False
+        self._context = contextvars.copy_context()
+
+    @classmethod
+    def for_minion(cls, minion: Minion[Any, Any]) -> WorkflowRunner:
+        """Build the runner of ``minion`` from its class and injected dependencies."""
+        mcls = type(minion)
+        orchestration = bound_orchestration(mcls)
+        spec = workflow_spec(mcls)
+        store = minion.__dict__.get("workflow_store")
+        pipeline = minion.__dict__.get(spec.pipeline_attribute or "")
+        if not isinstance(store, WorkflowStore) or not isinstance(pipeline, Pipeline):
+            raise DefinitionError(
+                f"{mcls.__qualname__} runs without its WorkflowStore or pipeline instance"
+            )
+        if orchestration is None:
+            orchestration = Orchestration(
+                id=orchestration_id(
+                    identity_of(mcls),
+                    identity_of(type(pipeline)),
+                    config_identity(_attribute_config(minion)),
+                ),
+                minion_identity=identity_of(mcls),
+            )
+        return cls(minion, spec, store, pipeline, orchestration)
+
+    def __repr__(self) -> str:
+        return (
+            f"<WorkflowRunner {self._name} orchestration={self._orchestration.id} "
+            f"{self._running} in flight>"
+        )
+
+    # -- the minion's life ---------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._context = contextvars.copy_context()
+        checkpoints = await self._load()
+        try:
+            for checkpoint in checkpoints:
+                if not await self._admit():
+                    return
+                self._spawn(checkpoint.workflow_id, checkpoint.event, checkpoint.context,
+                            checkpoint.next_step_index, resumed=True)  # fmt: skip
+            self._pipeline.subscribe(self)
+            await asyncio.Event().wait()  # until the runtime cancels the minion
+        finally:
+            self._pipeline.unsubscribe(self)
+            await self._wind_down()
+
+    async def _load(self) -> list[Checkpoint[Any, Any]]:
+        rows = await self._store.load(self._orchestration.id)
+        checkpoints: list[Checkpoint[Any, Any]] = []
+        for row in rows:
+            try:
+                checkpoint = self._codec.decode(row.context, workflow_id=row.workflow_id)
+            except CorruptCheckpoint as exc:
+                self._counters.add("corrupt_skipped")
+                self._store.services.logger.log(
+                    logging.ERROR,
+                    "workflow.checkpoint_corrupt",
+                    orchestration=self._orchestration.id,
+                    workflow=row.workflow_id,
+                    reason=str(exc),
+                )
+                continue
+            check_step_index(checkpoint.workflow_id, checkpoint.next_step_index, self._spec)
+            checkpoints.append(checkpoint)
+        return checkpoints
+
+    async def deliver(self, event: Any) -> None:
+        """Start a workflow for ``event`` (called by the pipeline; waits for room).
+
+        An event that arrives while the minion is stopping or restarting is not dropped: it is
+        saved as a workflow that has not run its first step yet, and the minion's next
+        incarnation (or its next start, after a stop) resumes it like any other checkpoint.
+        """
+        workflow_id = f"{self._ids.getrandbits(128):032x}"
+        context = self._spec.context_type()
+        if await self._admit():
+            self._spawn(workflow_id, event, context, 0, resumed=False)
+            return
+        workflow = ActiveWorkflow(
+            owner=self._minion,
+            event=event,
+            context=context,
+            handle=WorkflowHandle(self._orchestration.id, workflow_id),
+        )
+        await self._checkpoint(workflow, 0)
+        self._counters.add("deferred")
+
+    async def _admit(self) -> bool:
+        while self._running >= self._limit and not self._closing:
+            self._room.clear()
+            await self._room.wait()
+        return not self._closing
+
+    def _spawn(
+        self, workflow_id: str, event: Any, context: Any, start: int, *, resumed: bool
+    ) -> None:
+        workflow = ActiveWorkflow(
+            owner=self._minion,
+            event=event,
+            context=context,
+            handle=WorkflowHandle(self._orchestration.id, workflow_id),
+        )
+        task = asyncio.get_running_loop().create_task(
+            self._run_workflow(workflow, start, resumed),
+            name=f"minions:workflow:{workflow_id}",
+            context=self._context.copy(),
+        )
+        self._running += 1
+        self._counters.add("in_flight")
+        self._tasks.add(task)
+        task.add_done_callback(lambda done: self._finished(done, workflow))
+
+    def _finished(self, task: asyncio.Task[None], workflow: ActiveWorkflow) -> None:
+        self._tasks.discard(task)
+        self._release(workflow)  # if it ended before releasing (cancelled, or never started)
+
+    def _release(self, workflow: ActiveWorkflow) -> None:
+        if workflow.released:
+            return
+        workflow.released = True
+        self._running -= 1
+        self._counters.add("in_flight", -1)
+        self._room.set()
+
+    async def _wind_down(self) -> None:
+        self._closing = True
+        self._room.set()
+        if self._tasks and self._grace > 0:
+            await asyncio.wait(set(self._tasks), timeout=self._grace)
+        running = set(self._tasks)
+        for task in running:
+            task.cancel()
+        if running:
+            await asyncio.wait(running)
+
+    # -- one workflow --------------------------------------------------------------------------
+
+    async def _run_workflow(self, workflow: ActiveWorkflow, start: int, resumed: bool) -> None:
+        current_workflow.set(workflow)
+        metrics = self._store.services.metrics
+        self._counters.add("resumed" if resumed else "started")
+        metrics.inc(
+            "minions_workflows_resumed_total" if resumed else "minions_workflows_started_total",
+            labels=self._labels,
+        )
+        try:
+            outcome = await self._run_steps(workflow, start, resumed)
+        except asyncio.CancelledError:
+            # Interrupted by a stop: the checkpoint stays, the workflow resumes at this step.
+            self._counters.add("interrupted")
+            metrics.inc("minions_workflows_interrupted_total", labels=self._labels)
+            raise
+        # Its steps are done: the next event may start, and the outcome is final. The delete
+        # rides in the store's next transaction (see the module docstring).
+        self._release(workflow)
+        self._counters.add(outcome)
+        metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
+        await self._store.delete(workflow.handle.workflow_id, self._orchestration.id, self._policy)
+
+    async def _run_steps(self, workflow: ActiveWorkflow, start: int, resumed: bool) -> str:
+        """Run the steps from ``start``, a checkpoint before each; return the outcome."""
+        logger = self._store.services.logger
+        workflow_id = workflow.handle.workflow_id
+        if resumed:
+            logger.log(logging.INFO, "workflow.resumed", minion=self._name,
+                       workflow=workflow_id, step=self._spec.steps[start])  # fmt: skip
+        index = start
+        try:
+            while index < len(self._steps):
+                if index != start or not resumed:
+                    await self._checkpoint(workflow, index)
+                began = time.perf_counter()
+                try:
+                    await self._steps[index]()
+                finally:
+                    self._counters.observe_step(
+                        self._spec.steps[index], time.perf_counter() - began
+                    )
+                index += 1
+        except AbortWorkflow:
+            logger.log(logging.INFO, "workflow.aborted", minion=self._name,
+                       workflow=workflow_id, step=self._spec.steps[index])  # fmt: skip
+            return "aborted"
+        except Exception as exc:
+            logger.log(
+                logging.ERROR,
+                "workflow.failed",
+                minion=self._name,
+                workflow=workflow_id,
+                step=self._spec.steps[index],
+                reason=f"{type(exc).__name__}: {exc}",
+                exc_info=exc,
+            )
+            return "failed"
+        logger.log(logging.DEBUG, "workflow.succeeded", minion=self._name, workflow=workflow_id)
+        return "succeeded"
+
+    async def _checkpoint(self, workflow: ActiveWorkflow, index: int) -> None:
+        try:
+            encoder = workflow.encoder
+            if encoder is None:
+                # The ids and the event are encoded once; each checkpoint adds the context.
+                encoder = workflow.encoder = self._codec.for_workflow(
+                    self._orchestration.id,
+                    workflow.handle.workflow_id,
+                    self._orchestration.minion_identity,
+                    workflow.event,
+                )
+            blob = encoder.encode(workflow.context, index)
+        except CheckpointEncodeError as exc:
+            self._counters.add("checkpoint_failures")
+            if self._policy == "idle-until-persisted":
+                raise PersistenceError(
+                    f"{exc} (not retried: the same data would fail again)"
+                ) from exc
+            self._store.services.logger.log(
+                logging.WARNING,
+                "workflow.checkpoint_failed",
+                minion=self._name,
+                workflow=workflow.handle.workflow_id,
+                reason=str(exc),
+                policy=self._policy,
+            )
+            return
+        await self._store.save(
+            workflow.handle.workflow_id, self._orchestration.id, blob, self._policy, self._counters
+        )
+
+
+def check_step_index(workflow_id: str, index: int, spec: WorkflowSpec) -> None:
+    """Raise ``IncompatibleCheckpoint`` for a checkpoint past the minion's last step."""
+    if 0 <= index < len(spec.steps):
+        return
+    raise IncompatibleCheckpoint(
+        f"the checkpoint of workflow {workflow_id} resumes at step {index + 1}, but "
+        f"{spec.minion.__qualname__} has {len(spec.steps)} steps now: its steps changed since "
+        "the checkpoint was saved. Drain the workflows with the old code first (run it until "
+        "they finish), then start the new code"
+    )
+
+
+def _attribute_config(minion: object) -> object:
+    config_type, via = declared_config(type(minion))  # type: ignore[arg-type]
+    if config_type is None:
+        return None
+    if via == "attribute":
+        return minion.__dict__.get("config", getattr(type(minion), "config", None))
+    return getattr(minion, "config", None)
