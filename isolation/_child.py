@@ -36,8 +36,8 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from ._channel import COMPONENT, LIFECYCLE, error_to_data
-from ._errors import ProtocolError
+from ._channel import COMPONENT, LIFECYCLE
+from ._errors import ErrorReport, ProtocolError
 from ._limits import apply_cpu_limit, apply_memory_limit
 from ._logs import forward_logs
 from ._rpc import Peer
@@ -167,7 +167,7 @@ class _Child:
         if isinstance(exc, SystemExit):
             raise exc
         reason = "memory" if self._is_memory_limit(exc) else "raised"
-        return reason, error_to_data(exc)
+        return reason, ErrorReport.of(exc).to_data()
 
     async def _shutdown(self, obj: object) -> None:
         try:
@@ -181,7 +181,7 @@ class _Child:
         return isinstance(exc, MemoryError) and self._limits.get("memory_mb") is not None
 
     def _error(self, exc: BaseException) -> dict[str, Any]:
-        return {"memory": self._is_memory_limit(exc), **error_to_data(exc)}
+        return {"memory": self._is_memory_limit(exc), **ErrorReport.of(exc).to_data()}
 
     def _on_control(self, kind: str, body: Any) -> None:
         loop = asyncio.get_running_loop()

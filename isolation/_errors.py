@@ -11,27 +11,41 @@
     ├── SerializationError              fix the program: a value cannot cross the boundary
     └── ProtocolError                   a bug or a stray writer on the channel: report it
 
-Errors cross the process boundary as data (type name, message, traceback text) and are rebuilt
-here. A remote exception whose type is a Python builtin keeps that type: the rebuilt error is an
-instance of a small subclass of both :class:`RemoteError` and the builtin (created once per
-builtin and cached), so ``except ValueError`` works across processes exactly as it does locally,
-while ``except RemoteError`` still catches everything that was raised on the other side.
+Errors cross the process boundary as data — an :class:`ErrorReport`: the type's name, the
+message and the traceback text, each bounded in size — made by :meth:`ErrorReport.of` on the
+side that raised and rebuilt by :meth:`ErrorReport.rebuild` on the other, the same way for
+calls, streams and a child's final report. A remote exception whose type is a Python builtin
+keeps that type: the rebuilt error is an instance of a small subclass of both
+:class:`RemoteError` and the builtin (created once per builtin and cached), so ``except
+ValueError`` works across processes exactly as it does locally, while ``except RemoteError``
+still catches everything that was raised on the other side. Other types are named by module
+and qualified name (``mypkg.errors.Rejected``); the name is only ever text, never looked up.
 """
 
 from __future__ import annotations
 
 import builtins
+import traceback
+from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 __all__ = [
     "ChildStartError",
     "ComponentCrashed",
+    "ErrorReport",
     "IsolationError",
     "ProtocolError",
     "RemoteError",
     "SerializationError",
     "remote_error",
 ]
+
+#: Bounds of an error crossing the boundary, in characters: a type name, a message, a traceback
+#: (its last lines are kept, where the error was raised).
+MAX_TYPE_CHARS = 200
+MAX_MESSAGE_CHARS = 4000
+MAX_TRACEBACK_CHARS = 16000
 
 
 class IsolationError(Exception):
@@ -152,3 +166,59 @@ def remote_error(
         component=component,
         method=method,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorReport:
+    """An exception as it crosses the process boundary (see the module docstring)."""
+
+    type: str
+    message: str
+    traceback: str
+
+    @classmethod
+    def of(cls, exc: BaseException) -> ErrorReport:
+        """The report of ``exc``; an error from a further hop keeps its original type."""
+        if isinstance(exc, RemoteError):
+            name, text = exc.remote_type, exc.remote_message
+        else:
+            kind = type(exc)
+            module = kind.__module__
+            name = kind.__qualname__ if module == "builtins" else f"{module}.{kind.__qualname__}"
+            text = str(exc)
+        return cls(name, text, "".join(traceback.format_exception(exc))).bounded()
+
+    @classmethod
+    def from_data(cls, data: object) -> ErrorReport:
+        """A report received as a map (``to_data``); anything malformed is reported as such,
+        never trusted: only strings are kept, and they are bounded."""
+        fields = data if isinstance(data, dict) else {}
+        values = [fields.get(key) for key in ("type", "message", "traceback")]
+        name, text, trace = (value if isinstance(value, str) else "" for value in values)
+        return cls(name or "UnknownError", text, trace).bounded()
+
+    def to_data(self) -> dict[str, Any]:
+        return {"type": self.type, "message": self.message, "traceback": self.traceback}
+
+    def bounded(self) -> ErrorReport:
+        """This report with each field cut to its bound."""
+        if (
+            len(self.type) <= MAX_TYPE_CHARS
+            and len(self.message) <= MAX_MESSAGE_CHARS
+            and len(self.traceback) <= MAX_TRACEBACK_CHARS
+        ):
+            return self
+        trace = self.traceback
+        if len(trace) > MAX_TRACEBACK_CHARS:
+            trace = "...\n" + trace[-MAX_TRACEBACK_CHARS:]
+        return ErrorReport(self.type[:MAX_TYPE_CHARS], self.message[:MAX_MESSAGE_CHARS], trace)
+
+    def rebuild(self, component: str, method: str) -> RemoteError:
+        """The error to raise on this side for ``component.method``."""
+        return remote_error(
+            remote_type=self.type,
+            remote_message=self.message,
+            remote_traceback=self.traceback,
+            component=component,
+            method=method,
+        )

@@ -35,8 +35,8 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]  # ships no type information
 import zmq
 
-from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, LIFECYCLE, error_from_data
-from ._errors import ChildStartError, ComponentCrashed, ProtocolError
+from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, LIFECYCLE
+from ._errors import ChildStartError, ComponentCrashed, ErrorReport, ProtocolError
 from ._exit import ChildExit, describe_status
 from ._logs import default_log_sink
 from ._output import OutputPump, default_output_sink
@@ -311,14 +311,14 @@ class ChildProcess:
         self._spawn_task(self._send_heartbeats())
 
     def _on_failed(self, body: Any) -> None:
-        data = body if isinstance(body, dict) else {}
-        if data.get("memory"):
+        report = ErrorReport.from_data(body)
+        if isinstance(body, dict) and body.get("memory") is True:
             reason = self._limits.memory_cause()
         else:
-            reason = f"{data.get('type', 'error')}: {data.get('message', '')}"
+            reason = f"{report.type}: {report.message}"
         self._failure = ChildStartError(f"{self.component} failed to start: {reason}")
-        if data.get("traceback"):
-            self._failure.add_note(f"Remote traceback ({self.component}):\n{data['traceback']}")
+        if report.traceback:
+            self._failure.add_note(f"Remote traceback ({self.component}):\n{report.traceback}")
         self._report = {"reason": "failed", "cause": f"failed to start: {reason}"}
         self._reported.set()
         self._ready.set_exception(self._failure)
@@ -458,10 +458,11 @@ class ChildProcess:
             if reason == "stopped":
                 return ChildExit("stopped", "stopped on request", code, signum)
             if reason in ("raised", "memory") and isinstance(error, dict):
-                remote = error_from_data(error, self.component, "run")
+                raised = ErrorReport.from_data(error)
+                remote = raised.rebuild(self.component, "run")
                 if reason == "memory":
                     return ChildExit("memory", self._limits.memory_cause(), code, signum, remote)
-                cause = f"run() raised {error.get('type')}: {error.get('message')}"
+                cause = f"run() raised {raised.type}: {raised.message}"
                 return ChildExit("raised", cause, code, signum, remote)
             if reason == "failed":
                 return ChildExit("raised", str(report.get("cause")), code, signum, self._failure)

@@ -39,7 +39,7 @@ from typing import Any, Final
 
 import zmq
 
-from ._errors import ComponentCrashed, SerializationError, remote_error
+from ._errors import ComponentCrashed, ErrorReport, SerializationError
 from ._interface import RemoteMethod
 from ._protocol import (
     DEFAULT_MAX_FRAME_BYTES,
@@ -378,13 +378,7 @@ class Peer:
         if code == ErrorCode.SERIALIZATION:
             return SerializationError(text)
         owner, _, method = label.rpartition(".")
-        return remote_error(
-            remote_type=remote_type,
-            remote_message=text,
-            remote_traceback=trace,
-            component=owner,
-            method=method,
-        )
+        return ErrorReport(remote_type, text, trace).bounded().rebuild(owner, method)
 
     def _on_stream_item(self, message: list[Any]) -> None:
         reader = self._streams.get(message[2])

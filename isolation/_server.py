@@ -20,13 +20,12 @@ closes) answers nothing: nobody is waiting for it any more.
 from __future__ import annotations
 
 import asyncio
-import traceback
 from collections.abc import Callable, Collection, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
 from ._eager import start_task
-from ._errors import RemoteError, SerializationError
+from ._errors import ErrorReport, SerializationError
 from ._interface import RemoteMethod, explain_unreachable, remote_interface
 from ._protocol import ErrorCode, Kind, pack
 from ._stream import StreamCredit
@@ -249,20 +248,5 @@ class Server:
     def _reply_error(
         self, kind: int, msg_id: int, exc: BaseException, code: ErrorCode = ErrorCode.RAISED
     ) -> None:
-        if isinstance(exc, RemoteError):  # an error from a further hop keeps its original type
-            remote_type, text = exc.remote_type, exc.remote_message
-        else:
-            cls = type(exc)
-            module = cls.__module__
-            remote_type = (
-                cls.__qualname__ if module == "builtins" else f"{module}.{cls.__qualname__}"
-            )
-            text = str(exc)
-        trace = "".join(traceback.format_exception(exc))
-        try:
-            message = pack(kind, msg_id, remote_type, text, trace, int(code))
-        except _PACK_ERRORS:  # pragma: no cover - strings always pack
-            return
-        if len(message) > self._max_message:
-            message = pack(kind, msg_id, remote_type, text[:1000], trace[-4000:], int(code))
-        self._send(message)
+        report = ErrorReport.of(exc)
+        self._send(pack(kind, msg_id, report.type, report.message, report.traceback, int(code)))

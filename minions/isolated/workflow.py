@@ -9,12 +9,16 @@ A workflow minion marked ``isolated=True`` is split across the boundary:
   workflows of a *shadow* of the minion whose step methods call the child: the pipeline, the
   store and every checkpoint stay in the parent.
 
+A step's end travels back as a :class:`StepOutcome`: the context as the step left it, or that
+the step aborted the workflow (``AbortWorkflow``, re-raised in the parent, so the workflow is
+counted as aborted exactly as in-process). Any other exception raised by the step is an error
+of the call, rebuilt in the parent with its type, and fails the workflow.
+
 When the child dies in the middle of a step, that step's call fails with ``ComponentCrashed``;
 the shadow step does not report it as the workflow failing (which would delete its checkpoint):
 it waits for the supervisor, which saw the same death, to stop this incarnation. The runner is
 cancelled, the workflow counts as interrupted and keeps its checkpoint, and the restarted child
-resumes it at that step — without the orchestrator restarting. An ``AbortWorkflow`` raised in
-the child aborts the workflow; any other exception fails it, as in-process.
+resumes it at that step — without the orchestrator restarting.
 """
 
 from __future__ import annotations
@@ -24,19 +28,13 @@ import contextlib
 import os
 import signal
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import pydantic
 import structlog
 
-from isolation import (
-    ChildProcess,
-    ChildSpec,
-    ComponentCrashed,
-    RemoteError,
-    reference,
-    resolve,
-)
+from isolation import ChildProcess, ChildSpec, ComponentCrashed, reference, resolve
 
 from ..core.component import WorkflowHandle
 from ..core.errors import RuntimeStateError, StartupError
@@ -77,6 +75,14 @@ def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
     return adapter
 
 
+@dataclass(frozen=True)
+class StepOutcome:
+    """How a step ran in the child: the context after it, or the reason it aborted."""
+
+    context: Any = None
+    aborted: str | None = None
+
+
 class StepServer:
     """Runs a workflow minion's steps in its child, one call per step."""
 
@@ -98,8 +104,8 @@ class StepServer:
 
     async def run_step(
         self, step: str, event: Any, context: Any, orchestration_id: str, workflow_id: str
-    ) -> Any:
-        """Run ``step`` of one workflow; the context as it is after the step."""
+    ) -> StepOutcome:
+        """Run ``step`` of one workflow: the context as it is after the step, or the abort."""
         if step not in self._steps:
             raise ValueError(f"{type(self._minion).__qualname__} has no step {step!r}")
         workflow = ActiveWorkflow(
@@ -111,9 +117,11 @@ class StepServer:
         token = current_workflow.set(workflow)
         try:
             await getattr(self._minion, step)()
+        except AbortWorkflow as exc:
+            return StepOutcome(aborted=str(exc))
         finally:
             current_workflow.reset(token)
-        return self._context.dump_python(workflow.context, mode="json")
+        return StepOutcome(context=self._context.dump_python(workflow.context, mode="json"))
 
 
 def build_steps_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> StepServer:
@@ -222,23 +230,22 @@ class IsolatedWorkflowHost:
         async def step() -> None:
             workflow = current_workflow.get()
             try:
-                after = await self._steps.run_step(
+                outcome: StepOutcome = await self._steps.run_step(
                     name,
                     event.dump_python(workflow.event, mode="json"),
                     context.dump_python(workflow.context, mode="json"),
                     workflow.handle.orchestration_id,
                     workflow.handle.workflow_id,
                 )
-            except RemoteError as exc:
-                if exc.remote_type == AbortWorkflow.__qualname__:
-                    raise AbortWorkflow(exc.remote_message) from exc
-                raise
             except ComponentCrashed:
                 # The child died in this step. Neither done nor failed: wait for the
                 # supervisor (which saw the death too) to stop this incarnation; the checkpoint
                 # stays and the next child resumes the workflow at this step.
                 await asyncio.Event().wait()
-            workflow.context = context.validate_python(after)
+                raise AssertionError("unreachable") from None
+            if outcome.aborted is not None:
+                raise AbortWorkflow(outcome.aborted)
+            workflow.context = context.validate_python(outcome.context)
 
         step.__name__ = name
         return step

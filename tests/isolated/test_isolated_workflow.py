@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from minions import (
     AbortWorkflow,
@@ -24,6 +25,7 @@ from minions import (
     Pipeline,
     Resource,
     Runtime,
+    WorkflowStore,
     minion_step,
 )
 
@@ -88,6 +90,7 @@ class Doubler(Minion[Job, JobContext], isolated=True, backoff=Backoff(initial=0.
     ledger: Ledger
     crash_on: ClassVar[int | None] = 1
     abort_on: ClassVar[int | None] = None
+    fail_on: ClassVar[int | None] = None
 
     @minion_step
     async def double(self) -> None:
@@ -98,6 +101,8 @@ class Doubler(Minion[Job, JobContext], isolated=True, backoff=Backoff(initial=0.
     async def report(self) -> None:
         if self.event.number == self.abort_on:
             raise AbortWorkflow("nothing to report")
+        if self.event.number == self.fail_on:
+            raise ValueError(f"report {self.event.number} refused")
         if self.event.number == self.crash_on and await self.ledger.first_crash(self.event.number):
             os._exit(7)  # the child dies in the middle of this step
         await self.ledger.ran(self.event.number, "report", os.getpid(), self.context.doubled)
@@ -133,21 +138,32 @@ async def test_a_child_dying_mid_step_resumes_the_workflow_in_the_next_child(
     assert status.state is ComponentState.RUNNING
 
 
-async def test_abort_in_the_child_aborts_the_workflow(tmp_path: Path) -> None:
-    """AbortWorkflow raised by a step in the child ends that workflow as aborted, not failed,
-    and the child keeps running."""
-    _reset(expected=2)
-    Doubler.crash_on, Doubler.abort_on = None, 1
+async def test_abort_and_failure_in_the_child_are_counted_as_in_process(tmp_path: Path) -> None:
+    """AbortWorkflow raised by a step in the child ends that workflow as aborted, not failed; a
+    builtin error raised by a step fails its workflow and reaches the parent as that builtin;
+    the child keeps running through both."""
+    _reset(expected=1)
+    Doubler.crash_on, Doubler.abort_on, Doubler.fail_on = None, 1, 2
     config: dict[str, Any] = {"WorkflowStore": {"path": str(tmp_path / "state.sqlite3")}}
     try:
-        with anyio.fail_after(LIMIT):
+        with anyio.fail_after(LIMIT), capture_logs() as logs:
             async with Runtime(project_dir=tmp_path, config=config) as rt:
                 await rt.start(Doubler)
                 await Ledger.done.wait()
+                store = rt.instances()["WorkflowStore"]
+                assert isinstance(store, WorkflowStore)
+                (counters,) = store.services.counters.values()
+                stats = await counters.wait_until(lambda s: s.finished == 3)
                 status = rt.status()["Doubler"]
     finally:
-        Doubler.crash_on, Doubler.abort_on = 1, None
-    assert sorted(r[0] for r in Ledger.runs if r[1] == "report") == [0, 2]
+        Doubler.crash_on, Doubler.abort_on, Doubler.fail_on = 1, None, None
+    assert (stats.succeeded, stats.aborted, stats.failed) == (1, 1, 1)
+    assert sorted(r[0] for r in Ledger.runs if r[1] == "report") == [0]
+    (failed,) = [e for e in logs if e["event"] == "workflow.failed"]
+    assert failed["step"] == "report"
+    assert isinstance(failed["exc_info"], ValueError)
+    assert failed["reason"].endswith("ValueError: report 2 refused")
+    assert not [e for e in logs if e["event"] == "workflow.failed" and "Abort" in e["reason"]]
     assert status.crashes == 0
 
 
