@@ -18,6 +18,9 @@ drives every component through one lifecycle::
 * ``run()`` is the component's life. For a minion it is required (its long-lived loop); for a
   resource it is optional background work that is expected to last as long as the resource.
 * ``shutdown()`` runs once ``run()`` has ended, whatever the reason, in reverse dependency order.
+* ``self.safe_create_task(coro)`` starts background work the incarnation owns: a task that
+  raises crashes the component, and the tasks are cancelled with ``run()`` and drained before
+  ``shutdown()`` (:mod:`minions.core.tasks`).
 
 Options (restart policy, timeouts, isolation) are class keywords::
 
@@ -27,16 +30,36 @@ Options (restart policy, timeouts, isolation) are class keywords::
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar, overload
 
 from .errors import DefinitionError
 from .policy import ComponentOptions, Restart
+from .tasks import BackgroundTasks
 
 EventT = TypeVar("EventT")
 ContextT = TypeVar("ContextT")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+#: Methods the runtime relies on, which a component class may not define again.
+_FINAL = ("safe_create_task",)
+_TASKS = "_minions_background_tasks"
+_UNTRACKED = "__minions_untracked__"
+
+
+def _check_final(cls: type) -> None:
+    for name in _FINAL:
+        if name in cls.__dict__:
+            raise DefinitionError(
+                f"{cls.__qualname__}.{name} cannot be overridden: the runtime supervises the "
+                f"component's background tasks through it. Name your method differently, and "
+                f"call self.{name}(...) to start background work"
+            )
 
 
 class ComponentState(enum.Enum):
@@ -81,6 +104,7 @@ class Component:
         cls.__minions_options__ = ComponentOptions(**{**inherited.__dict__, "name": None}).merged(
             own
         )
+        _check_final(cls)
         super().__init_subclass__()
 
     async def startup(self) -> None:
@@ -91,6 +115,18 @@ class Component:
 
     async def shutdown(self) -> None:
         """Release what ``startup()`` acquired; called after ``run()`` has ended."""
+
+    def safe_create_task(
+        self, coro: Coroutine[Any, Any, T], name: str | None = None
+    ) -> asyncio.Task[T]:
+        """Run ``coro`` as background work of this component, supervised by the runtime.
+
+        If the task raises, the component crashes with that exception (its restart policy
+        applies); when the component stops, the task is cancelled together with ``run()`` and
+        given a moment to end before ``shutdown()``. ``name`` names the task (by default the
+        coroutine's name). Call it from ``startup()``, ``run()`` or any async method.
+        """
+        return tasks_of(self).create(coro, name)
 
 
 class Resource(Component):
@@ -104,6 +140,25 @@ class Resource(Component):
 
     __minions_default_restart__: ClassVar[Restart] = "permanent"
     __minions_kind__: ClassVar[str] = "resource"
+
+    @overload
+    @staticmethod
+    def untracked(fn: F, /) -> F: ...
+
+    @overload
+    @staticmethod
+    def untracked() -> Callable[[F], F]: ...
+
+    @staticmethod
+    def untracked(fn: F | None = None, /) -> F | Callable[[F], F]:
+        """Keep an async method out of the metrics: ``@Resource.untracked`` (or ``()``).
+
+        Calls to it are not timed or counted (a health check, a hot path measured elsewhere);
+        it is still a method like any other, reachable through a proxy too.
+        """
+        if fn is None:
+            return _mark_untracked
+        return _mark_untracked(fn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +201,37 @@ class Minion(Component, Generic[EventT, ContextT]):
         super().__init_subclass__(**keywords)
         for hook in minion_class_hooks:
             hook(cls)
+
+
+def tasks_of(component: object) -> BackgroundTasks:
+    """The background tasks of ``component`` (created on first use: a user's ``__init__``
+    need not call ``super().__init__()``)."""
+    tasks = component.__dict__.get(_TASKS)
+    if not isinstance(tasks, BackgroundTasks):
+        tasks = BackgroundTasks(component_name(type(component)))  # type: ignore[arg-type]
+        component.__dict__[_TASKS] = tasks
+    return tasks
+
+
+def is_untracked(fn: object) -> bool:
+    """Whether ``fn`` was marked ``@Resource.untracked``."""
+    return getattr(fn, _UNTRACKED, False) is True
+
+
+def _mark_untracked(fn: F) -> F:
+    if isinstance(fn, staticmethod | classmethod):
+        kind = type(fn).__name__
+        raise DefinitionError(
+            f"@Resource.untracked marks async instance methods, not a {kind}: remove @{kind}"
+        )
+    if not (inspect.iscoroutinefunction(fn) or inspect.isasyncgenfunction(fn)):
+        shown = getattr(fn, "__qualname__", None) or repr(fn)
+        raise DefinitionError(
+            f"@Resource.untracked marks async methods, but {shown} is not 'async def'; "
+            "only async methods are measured, so there is nothing to leave out"
+        )
+    setattr(fn, _UNTRACKED, True)
+    return fn
 
 
 def has_own_run(cls: type[Component]) -> bool:

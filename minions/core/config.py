@@ -1,4 +1,4 @@
-"""Component configuration: pydantic models (or dataclasses) loaded from ``minions.toml``.
+"""Component configuration: pydantic models, dataclasses or msgspec Structs from ``minions.toml``.
 
 A component declares ``config: MyConfig`` (a class attribute or an ``__init__`` parameter). Its
 values come from the table named after the component in the project's ``minions.toml``::
@@ -15,7 +15,6 @@ component, the field and where the value came from.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import re
@@ -28,6 +27,7 @@ from typing import Any
 import pydantic
 
 from .errors import ConfigError
+from .values import InvalidValue, field_names, plain_codec, uses_msgspec
 
 ENV_PREFIX = "MINIONS_"
 CONFIG_FILE = "minions.toml"
@@ -69,7 +69,7 @@ class ConfigSource:
         overridden = _env_overrides(component, environ)
         for path, value in overridden.items():
             _set_path(values, path, value)
-        allowed = _field_names(config_type)
+        allowed = field_names(config_type)
         unknown = sorted(set(values) - allowed) if allowed is not None else []
         if unknown:
             known = ", ".join(sorted(allowed or ())) or "none"
@@ -79,9 +79,15 @@ class ConfigSource:
                 f"{config_type.__qualname__} has: {known}"
             )
         try:
+            if uses_msgspec(config_type):
+                return plain_codec(config_type).load(values)
             return pydantic.TypeAdapter(config_type).validate_python(values)
-        except pydantic.ValidationError as exc:
-            problems = "; ".join(_describe_error(err) for err in exc.errors())
+        except (pydantic.ValidationError, InvalidValue) as exc:
+            problems = (
+                "; ".join(_describe_error(err) for err in exc.errors())
+                if isinstance(exc, pydantic.ValidationError)
+                else "; ".join(exc.problems)
+            )
             where = f"the [{component}] table of {self.origin}"
             if overridden:
                 names = ", ".join(_env_name(component, p) for p in overridden)
@@ -89,17 +95,6 @@ class ConfigSource:
             raise ConfigError(
                 f"invalid configuration for {component}: {problems}. Fix {where}"
             ) from exc
-
-
-def _field_names(config_type: type[Any]) -> set[str] | None:
-    """The top-level field names of a pydantic model or dataclass (aliases included), or
-    ``None`` for a model that accepts extra fields."""
-    if isinstance(config_type, type) and issubclass(config_type, pydantic.BaseModel):
-        if config_type.model_config.get("extra") == "allow":
-            return None
-        fields = config_type.model_fields
-        return set(fields) | {f.alias for f in fields.values() if f.alias}
-    return {f.name for f in dataclasses.fields(config_type)}
 
 
 def _tables(data: Mapping[str, Any], origin: str) -> dict[str, Mapping[str, Any]]:

@@ -2,18 +2,23 @@
 
 Grouped by what the caller does about them::
 
-    MinionsError                     base of everything the runtime raises
-    ├── DefinitionError              fix the program: raised at start, before anything runs
-    │   ├── DependencyError          a dependency is unusable (missing, not a Resource, ...)
-    │   │   ├── DependencyCycleError two or more components depend on each other
-    │   │   └── IdentityConflictError two resources claim one identity
-    │   ├── ComponentOptionsError    an invalid restart policy, backoff, timeout or isolation option
-    │   └── ConfigError              minions.toml or an environment override fails validation
-    ├── StartupError                 a component failed to start (its startup() raised or timed out)
-    └── RuntimeStateError            an operation that the runtime's current state forbids
-        └── UnknownComponentError    a name or class that this runtime does not run
+    MinionsError                        base of everything the runtime raises
+    ├── DefinitionError (TypeError)     fix the program: raised by the class statement or at start
+    │   ├── DependencyError             a dependency is unusable (missing, not a Resource, ...)
+    │   │   ├── DependencyCycleError    two or more components depend on each other
+    │   │   └── IdentityConflictError   two resources claim one identity        (also ValueError)
+    │   ├── ComponentOptionsError       an invalid option or identity value     (also ValueError)
+    │   └── ConfigError                 minions.toml or an override fails validation (ValueError)
+    ├── StartupError                    a component failed to start (startup() raised or timed out)
+    ├── RuntimeStateError (RuntimeError) an operation that the current state forbids
+    │   └── UnknownComponentError       a name or class this runtime does not run (LookupError)
+    └── TaskCancellationError           a background task did not end cleanly when cancelled
+        └── TaskCancellationTimeoutError   ... not within its grace (also TimeoutError)
 
-Every message says what happened and what to do about it.
+Each class also derives from the builtin exception named beside it — the one the original
+``minions`` project raises in the same situation — so a program that catches ``TypeError``
+around a class definition, ``ValueError`` around ``@minion_id("")`` or ``RuntimeError`` around
+a second ``Gru`` still catches ours. Every message says what happened and what to do about it.
 """
 
 from __future__ import annotations
@@ -23,10 +28,11 @@ class MinionsError(Exception):
     """Base class of every error the Minions runtime raises."""
 
 
-class DefinitionError(MinionsError):
+class DefinitionError(MinionsError, TypeError):
     """The program's components are defined or wired in a way that cannot run.
 
-    Raised when the runtime starts, before any component is constructed, so nothing is left running.
+    Raised by the ``class`` statement itself where the class alone shows the mistake, otherwise
+    when the runtime starts, before any component is constructed, so nothing is left running.
     """
 
 
@@ -46,15 +52,15 @@ class DependencyCycleError(DependencyError):
         )
 
 
-class IdentityConflictError(DependencyError):
+class IdentityConflictError(DependencyError, ValueError):
     """Two different resource classes claim the same identity."""
 
 
-class ComponentOptionsError(DefinitionError):
-    """A restart policy, backoff, timeout or isolation option has an invalid value."""
+class ComponentOptionsError(DefinitionError, ValueError):
+    """A restart policy, backoff, timeout, isolation option or identity has an invalid value."""
 
 
-class ConfigError(DefinitionError):
+class ConfigError(DefinitionError, ValueError):
     """A component's configuration (minions.toml or environment) fails validation."""
 
 
@@ -69,9 +75,29 @@ class StartupError(MinionsError):
         super().__init__(message)
 
 
-class RuntimeStateError(MinionsError):
+class RuntimeStateError(MinionsError, RuntimeError):
     """The operation is not allowed in the runtime's (or the component's) current state."""
 
 
 class UnknownComponentError(RuntimeStateError, LookupError):
     """A component name or class that this runtime does not run."""
+
+
+class TaskCancellationError(MinionsError):
+    """A component's background task (``safe_create_task``) did not end cleanly when cancelled."""
+
+
+class TaskCancellationTimeoutError(TaskCancellationError, TimeoutError):
+    """A background task was still running ``timeout`` seconds after it was cancelled.
+
+    ``label`` names the task. Raised while its component stops; the stop goes on without it.
+    """
+
+    def __init__(self, label: str, timeout: float) -> None:
+        self.label = label
+        self.timeout = timeout
+        super().__init__(
+            f"task {label!r} was still running {timeout:g} s after it was cancelled, so it was "
+            "left behind; let it end when cancelled (re-raise asyncio.CancelledError, and do "
+            "not wait for anything in a 'finally' without a timeout)"
+        )

@@ -35,6 +35,7 @@ from .errors import (
     IdentityConflictError,
 )
 from .identity import identity_of
+from .values import is_struct
 
 
 @dataclass(frozen=True)
@@ -208,7 +209,7 @@ def declared_config(
         if not _is_config_type(hint):
             raise DefinitionError(
                 f"{owner}.config is annotated {_type_name(hint)}; a component's config must be a "
-                f"pydantic model or a dataclass"
+                f"pydantic model, a dataclass or a msgspec Struct"
             )
         return hint, "attribute"
     init = cls.__init__
@@ -256,7 +257,7 @@ def _as_resource(owner: str, name: str, hint: type[Component]) -> type[Resource]
 def _is_config_type(hint: Any) -> bool:
     if not isinstance(hint, type):
         return False
-    return dataclasses.is_dataclass(hint) or issubclass(hint, BaseModel)
+    return dataclasses.is_dataclass(hint) or issubclass(hint, BaseModel) or is_struct(hint)
 
 
 def _type_name(hint: Any) -> str:

@@ -24,11 +24,12 @@ from typing import Any, Protocol
 
 import structlog
 
-from .component import Component, has_own_run
-from .errors import ComponentOptionsError, StartupError
+from .component import Component, has_own_run, tasks_of
+from .errors import ComponentOptionsError, StartupError, TaskCancellationTimeoutError
 from .graph import Dependency, Node, declared_dependencies
 from .observer import CallObserver
 from .policy import Policy
+from .tasks import CANCEL_GRACE, run_supervised, shutdown_supervised
 
 log = structlog.get_logger("minions")
 
@@ -121,7 +122,11 @@ def isolated_hosts(project_dir: Path) -> IsolatedHosts:
 
 
 class LocalHost:
-    """Runs a component in this process, its hooks in tasks tagged with the component's name."""
+    """Runs a component in this process, its hooks in tasks tagged with the component's name.
+
+    ``run()`` runs supervised with the component's background tasks, and ``shutdown()`` after
+    they are drained (:mod:`minions.core.tasks`).
+    """
 
     def __init__(
         self, node: Node, policy: Policy, *, on_abandon: Callable[[asyncio.Task[Any]], None]
@@ -160,12 +165,13 @@ class LocalHost:
             raise StartupError(
                 self._node.name, f"{self._node.name}.startup() raised {_describe(exc)}"
             ) from exc
-        if self._node.kind == "minion" or has_own_run(self._node.cls):
-            self._task = _spawn(self._node.name, instance.run())
+        # A resource without run() lives until it is stopped, or until a background task fails.
+        run = instance.run if self._node.kind == "minion" or has_own_run(self._node.cls) else None
+        self._task = _spawn(self._node.name, run_supervised(tasks_of(instance), run))
 
     async def wait(self) -> Outcome:
         if self._task is None:
-            await asyncio.Event().wait()  # a resource without run(): lives until stopped
+            await asyncio.Event().wait()  # never started: nothing ends
             raise AssertionError("unreachable")
         try:
             await asyncio.shield(self._task)
@@ -174,6 +180,9 @@ class LocalHost:
                 return Outcome(True, "run() was cancelled from inside the component")
             raise
         except Exception as exc:
+            failure = tasks_of(self._instance).failure
+            if failure is not None and failure[1] is exc:
+                return Outcome(True, f"background task {failure[0]!r} raised {_describe(exc)}", exc)
             return Outcome(True, f"run() raised {_describe(exc)}", exc)
         return Outcome(False, "run() returned")
 
@@ -195,8 +204,14 @@ class LocalHost:
             task.exception()  # the outcome was reported by wait(); mark it retrieved
         if self._instance is None:
             return
+        tasks = tasks_of(self._instance)
+        grace = min(CANCEL_GRACE, timeout / 4)
         try:
-            await _in_component_task(name, self._instance.shutdown(), limit=timeout)
+            await _in_component_task(
+                name, shutdown_supervised(tasks, self._instance.shutdown, grace), limit=timeout
+            )
+        except TaskCancellationTimeoutError as exc:
+            log.error("component.task_left_behind", component=name, task=exc.label, reason=str(exc))
         except TimeoutError:
             log.warning(
                 "component.shutdown_timeout",
@@ -207,11 +222,15 @@ class LocalHost:
             log.error(
                 "component.shutdown_failed", component=name, reason=_describe(exc), exc_info=exc
             )
+        for task in tasks.left_behind:
+            self._on_abandon(task)
 
     def kill(self) -> None:
         self._stopped = True
         if self._task is not None:
             self._task.cancel()
+        if self._instance is not None:
+            tasks_of(self._instance).cancel()
 
 
 def construct(node: Node, provided: Mapping[type[Any], object], config: object | None) -> Component:

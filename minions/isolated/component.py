@@ -20,25 +20,26 @@ and the services the child reaches are measured stand-ins (:mod:`minions.isolate
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+import functools
 import os
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
 import structlog
 
 from isolation import ChildProcess, ChildSpec, reference, resolve
 
-from ..core.component import Component, Resource, component_name, has_own_run
+from ..core.component import Component, Resource, component_name, has_own_run, tasks_of
 from ..core.errors import RuntimeStateError, StartupError
 from ..core.graph import Node, declared_config, declared_dependencies
 from ..core.host import Outcome, construct_with
 from ..core.observer import CallObserver
 from ..core.policy import Policy
+from ..core.tasks import run_supervised, shutdown_supervised
+from ..core.values import plain_codec
 from .children import Zygotes, isolation_of, spawn_child
 from .code import fresh_class, fresh_source
 from .measured import measured_proxy, measured_service
@@ -155,21 +156,22 @@ def build_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> Co
     config_type, config_via = declared_config(cls)
     config = None
     if config_type is not None:
-        config = pydantic.TypeAdapter(config_type).validate_python(payload["config"])
+        config = plain_codec(config_type).load(payload["config"])
     structlog.contextvars.bind_contextvars(component=cls.__minions_options__.name or cls.__name__)
     instance = construct_with(cls, dependencies, config, config_via)
-    if issubclass(cls, Resource) and not has_own_run(cls):
-        # The child runs run() for the component's life; a resource without one lives until
-        # it is stopped, as it does in-process.
-        instance.run = _until_stopped  # type: ignore[method-assign]
+    # The child calls run() and shutdown() as the hooks: the same supervised wrappers as in
+    # the parent, so background tasks crash the component and are drained when it stops. A
+    # resource without run() lives until it is stopped, as it does in-process.
+    tasks = tasks_of(instance)
+    run = None if issubclass(cls, Resource) and not has_own_run(cls) else instance.run
+    instance.run = functools.partial(run_supervised, tasks, run)  # type: ignore[method-assign]
+    instance.shutdown = functools.partial(  # type: ignore[method-assign]
+        shutdown_supervised, tasks, instance.shutdown
+    )
     return instance
-
-
-async def _until_stopped() -> None:
-    await asyncio.Event().wait()
 
 
 def _dump_config(node: Node, config: object | None) -> Any:
     if node.config_type is None or config is None:
         return None
-    return pydantic.TypeAdapter(node.config_type).dump_python(config, mode="json")
+    return plain_codec(node.config_type).dump(config)

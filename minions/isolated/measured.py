@@ -13,8 +13,10 @@ runtime can see it:
   stand-in reports that class as its ``__class__`` (the way test doubles pass ``isinstance``).
 
 Each method gets its meter once, when the stand-in is built, so a call costs two clock reads
-and the meter's update. Streams count their items and how they ended. Without an observer the
-runtime hands out the proxy and the resource themselves: nothing is wrapped.
+and the meter's update. A method marked ``@Resource.untracked`` gets no meter: the stand-in
+passes it through to the proxy or the resource untouched. Streams count their items and how
+they ended. Without an observer the runtime hands out the proxy and the resource themselves:
+nothing is wrapped.
 """
 
 from __future__ import annotations
@@ -22,12 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import time
 from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from isolation import remote_interface
 
+from ..core.component import is_untracked
 from ..core.observer import CallMeter, CallObserver
 
 __all__ = ["measured_proxy", "measured_service"]
@@ -82,6 +86,8 @@ def _methods(
 ) -> dict[str, Callable[..., Any]]:
     methods: dict[str, Callable[..., Any]] = {}
     for name, method in remote_interface(cls, LIFECYCLE).items():
+        if is_untracked(inspect.getattr_static(cls, name)):
+            continue  # reached through __getattr__, unmeasured
         meter = observer.meter(channel, target_name, name)
         original = getattr(target, name)
         wrapped = _stream(original, meter) if method.stream else _call(original, meter)

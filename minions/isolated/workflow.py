@@ -31,16 +31,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
 import structlog
 
 from isolation import ChildProcess, ChildSpec, ComponentCrashed, reference, resolve
 
-from ..core.component import WorkflowHandle
+from ..core.component import WorkflowHandle, tasks_of
 from ..core.errors import RuntimeStateError, StartupError
 from ..core.graph import Node, declared_config, declared_dependencies
 from ..core.host import Outcome, construct_with
 from ..core.policy import Policy
+from ..core.tasks import run_supervised, shutdown_supervised
+from ..core.values import PlainCodec, plain_codec
 from ..workflows.pipeline import Pipeline
 from ..workflows.steps import (
     AbortWorkflow,
@@ -65,16 +66,6 @@ def user_class(cls: type[Any]) -> type[Any]:
     return cls
 
 
-_ADAPTERS: dict[Any, pydantic.TypeAdapter[Any]] = {}
-
-
-def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
-    adapter = _ADAPTERS.get(tp)
-    if adapter is None:
-        adapter = _ADAPTERS[tp] = pydantic.TypeAdapter(tp)
-    return adapter
-
-
 @dataclass(frozen=True)
 class StepOutcome:
     """How a step ran in the child: the context after it, or the reason it aborted."""
@@ -91,16 +82,18 @@ class StepServer:
         self._steps = frozenset(step_names(type(minion)))
         types = workflow_types(type(minion))
         assert types is not None
-        self._event, self._context = (_adapter(t) for t in types)
+        self._event, self._context = (plain_codec(t) for t in types)
 
     async def startup(self) -> None:
         await self._minion.startup()
 
     async def run(self) -> None:
-        await asyncio.Event().wait()  # the parent's runner drives the steps until it stops us
+        # The parent's runner drives the steps until it stops us; the minion's background
+        # tasks (safe_create_task) are supervised meanwhile, as in-process.
+        await run_supervised(tasks_of(self._minion), None)
 
     async def shutdown(self) -> None:
-        await self._minion.shutdown()
+        await shutdown_supervised(tasks_of(self._minion), self._minion.shutdown)
 
     async def run_step(
         self, step: str, event: Any, context: Any, orchestration_id: str, workflow_id: str
@@ -110,8 +103,8 @@ class StepServer:
             raise ValueError(f"{type(self._minion).__qualname__} has no step {step!r}")
         workflow = ActiveWorkflow(
             owner=self._minion,
-            event=self._event.validate_python(event),
-            context=self._context.validate_python(context),
+            event=self._event.load(event),
+            context=self._context.load(context),
             handle=WorkflowHandle(orchestration_id, workflow_id),
         )
         token = current_workflow.set(workflow)
@@ -121,7 +114,7 @@ class StepServer:
             return StepOutcome(aborted=str(exc))
         finally:
             current_workflow.reset(token)
-        return StepOutcome(context=self._context.dump_python(workflow.context, mode="json"))
+        return StepOutcome(context=self._context.dump(workflow.context))
 
 
 def build_steps_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> StepServer:
@@ -136,7 +129,7 @@ def build_steps_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any])
     config_type, config_via = declared_config(cls)
     config = None
     if config_type is not None and payload.get("config") is not None:
-        config = _adapter(config_type).validate_python(payload["config"])
+        config = plain_codec(config_type).load(payload["config"])
     structlog.contextvars.bind_contextvars(component=payload["name"])
     return StepServer(construct_with(cls, dependencies, config, config_via))
 
@@ -219,21 +212,19 @@ class IsolatedWorkflowHost:
             shadow.__dict__["config"] = config
         types = workflow_types(cls)
         assert types is not None
-        event_adapter, context_adapter = (_adapter(t) for t in types)
+        event_adapter, context_adapter = (plain_codec(t) for t in types)
         for name in step_names(cls):
             shadow.__dict__[name] = self._remote_step(name, event_adapter, context_adapter)
         return shadow
 
-    def _remote_step(
-        self, name: str, event: pydantic.TypeAdapter[Any], context: pydantic.TypeAdapter[Any]
-    ) -> Any:
+    def _remote_step(self, name: str, event: PlainCodec, context: PlainCodec) -> Any:
         async def step() -> None:
             workflow = current_workflow.get()
             try:
                 outcome: StepOutcome = await self._steps.run_step(
                     name,
-                    event.dump_python(workflow.event, mode="json"),
-                    context.dump_python(workflow.context, mode="json"),
+                    event.dump(workflow.event),
+                    context.dump(workflow.context),
                     workflow.handle.orchestration_id,
                     workflow.handle.workflow_id,
                 )
@@ -245,7 +236,7 @@ class IsolatedWorkflowHost:
                 raise AssertionError("unreachable") from None
             if outcome.aborted is not None:
                 raise AbortWorkflow(outcome.aborted)
-            workflow.context = context.validate_python(outcome.context)
+            workflow.context = context.load(outcome.context)
 
         step.__name__ = name
         return step
@@ -293,4 +284,4 @@ def _is_pipeline(cls: type[Any]) -> bool:
 def _dump(config: object | None) -> Any:
     if config is None:
         return None
-    return _adapter(type(config)).dump_python(config, mode="json")
+    return plain_codec(type(config)).dump(config)

@@ -2,24 +2,32 @@
 
 A ``Checkpoint`` holds everything needed to resume a workflow in another process or after a
 crash: the orchestration and workflow ids, the minion's identity, the event that started the
-workflow, the context the steps have built so far, and the index of the step to run next.
+workflow, the context the steps have built so far, and the index and name of the step to run
+next.
 
-Encoding. The event and context are dataclasses or pydantic models (nested builtins,
-dataclasses, models, lists, dicts, Optional, datetime, Decimal, Enum, ...). A pydantic
-``TypeAdapter`` per declared type turns them into plain data, msgpack packs that, and on the
-way back the same adapter validates the data into the declared types, so a resumed step sees
-real ``datetime``/``Decimal``/nested objects, never dicts. Nothing is pickled: a checkpoint
-cannot run code when it is read. The record is a msgpack array::
+Encoding. The event and context are dataclasses, pydantic models, TypedDicts or msgspec
+Structs (nested builtins, dataclasses, models, lists, dicts, Optional, datetime, Decimal, Enum,
+...). Each is turned into plain data by the library that knows its type — a pydantic
+``TypeAdapter``, or msgspec for a type that holds a ``msgspec.Struct`` (see
+``minions.core.values``) — msgpack packs that, and on the way back the same library validates
+the data into the declared types, so a resumed step sees real ``datetime``/``Decimal``/nested
+objects, never dicts. Nothing is pickled: a checkpoint cannot run code when it is read. The
+record is a msgpack array::
 
-    ["mnck", 1, orchestration_id, workflow_id, minion, next_step_index,
-     event_type, event_fingerprint, context_type, context_fingerprint, event, context]
+    ["mnck", 2, orchestration_id, workflow_id, minion, next_step_index,
+     event_type, event_fingerprint, context_type, context_fingerprint, event, context, next_step]
 
-Encoding once per workflow. Of a workflow's checkpoints only the step index and the context
-change, so ``CheckpointCodec.for_workflow`` validates and packs the ids, the types and the event
-once, when the workflow starts, and each checkpoint packs just the step index and the context
-between those bytes (a msgpack array is its elements' encodings in a row, so the result is
-byte for byte what ``encode`` gives). The event is read-only to the steps; were a step to change
-its fields anyway, those changes are not saved.
+``next_step`` is the name of the step at ``next_step_index`` (``@minion_step(name=...)``, by
+default the method's name), checked when the workflow resumes: a checkpoint whose step is now
+another one (steps renamed or reordered) is not resumed at the wrong step. Format 1 records (12
+fields, without the name) are still read.
+
+Encoding once per workflow. Of a workflow's checkpoints only the step and the context change,
+so ``CheckpointCodec.for_workflow`` validates and packs the ids, the types and the event once,
+when the workflow starts, and each checkpoint packs just the step index, the context and the
+step name between those bytes (a msgpack array is its elements' encodings in a row, so the
+result is byte for byte what ``encode`` gives). The event is read-only to the steps; were a step
+to change its fields anyway, those changes are not saved.
 
 Type fingerprints. A workflow saved by one version of a program may be resumed by the next.
 If the event or context type changed shape meanwhile, old data would be decoded into the new
@@ -45,6 +53,7 @@ import functools
 import hashlib
 import types
 import typing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -53,6 +62,14 @@ import pydantic
 import pydantic_core
 
 from ..core.errors import MinionsError
+from ..core.values import (
+    InvalidValue,
+    is_struct,
+    plain_codec,
+    pydantic_type,
+    struct_fields,
+    uses_msgspec,
+)
 
 __all__ = [
     "Checkpoint",
@@ -72,7 +89,9 @@ EventT = TypeVar("EventT")
 ContextT = TypeVar("ContextT")
 
 _MAGIC = "mnck"
-_FORMAT = 1
+_FORMAT = 2
+#: Formats this version reads: 1 had no step name.
+_READABLE = {1: 12, 2: 13}
 _FINGERPRINT_VERSION = "1"
 
 
@@ -103,6 +122,8 @@ class Checkpoint(Generic[EventT, ContextT]):
     event: EventT
     context: ContextT
     next_step_index: int = 0
+    #: The name of that step when it was saved (``None``: not recorded).
+    next_step: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +138,11 @@ class CheckpointHeader:
     event_fingerprint: str
     context_type: str
     context_fingerprint: str
+    next_step: str | None = None
 
 
 def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
-    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(tp)
+    adapter: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(pydantic_type(tp))
     if not adapter.pydantic_complete:
         # Pydantic defers what it cannot resolve yet; resolve now so a bad type fails here,
         # when the minion is defined, not at its first checkpoint.
@@ -147,34 +169,56 @@ def _raw_default(obj: Any) -> Any:
     return pydantic_core.to_jsonable_python(obj)
 
 
+class _Slot:
+    """How one declared type (the event's or the context's) becomes plain data and back."""
+
+    __slots__ = ("check", "dump", "fingerprint", "load", "name", "type")
+
+    def __init__(self, tp: Any) -> None:
+        self.type = tp
+        self.name = _type_name(tp)
+        self.check: type | None = tp if isinstance(tp, type) else None
+        self.dump: Callable[[Any], Any]
+        #: Validates data back into the type; raises ValueError (pydantic's or ours) if invalid.
+        self.load: Callable[[Any], Any]
+        if uses_msgspec(tp):
+            plain = plain_codec(tp)
+            self.dump, self.load = plain.dump, plain.load
+        else:
+            adapter = _adapter(tp)
+            # warnings="error": a value of the wrong type fails here, not when it is resumed.
+            self.dump = functools.partial(
+                adapter.serializer.to_python, by_alias=True, warnings="error"
+            )
+            self.load = adapter.validate_python
+        self.fingerprint = type_fingerprint(tp)
+
+
 class CheckpointCodec(Generic[EventT, ContextT]):
     """Encodes and decodes the checkpoints of one (event type, context type) pair.
 
     Build it with ``checkpoint_codec(event_type, context_type)``, which caches codecs: creating
-    the pydantic adapters and fingerprints is the expensive part, encoding is cheap.
+    the adapters and fingerprints is the expensive part, encoding is cheap.
     """
 
     def __init__(self, event_type: Any, context_type: Any) -> None:
         self.event_type = event_type
         self.context_type = context_type
         try:
-            self._event_adapter: pydantic.TypeAdapter[EventT] = _adapter(event_type)
-            self._context_adapter: pydantic.TypeAdapter[ContextT] = _adapter(context_type)
+            self._event = _Slot(event_type)
+            self._context = _Slot(context_type)
         except (pydantic.PydanticUserError, NameError, TypeError) as exc:
             raise CheckpointEncodeError(
                 f"cannot checkpoint events of type {_type_name(event_type)} with contexts of "
                 f"type {_type_name(context_type)}: {_first_line(exc)} Define them (and the types "
-                "they use) at module level as dataclasses or pydantic models made of builtins, "
-                "datetime, Decimal, Enum, lists, dicts and Optional"
+                "they use) at module level as dataclasses, pydantic models, TypedDicts or "
+                "msgspec Structs made of builtins, datetime, Decimal, Enum, lists, dicts and "
+                "Optional"
             ) from exc
-        self.event_type_name = _type_name(event_type)
-        self.context_type_name = _type_name(context_type)
-        self.event_fingerprint = type_fingerprint(event_type)
-        self.context_fingerprint = type_fingerprint(context_type)
-        self._event_serializer = self._event_adapter.serializer
-        self._context_serializer = self._context_adapter.serializer
-        self._event_check = event_type if isinstance(event_type, type) else None
-        self._context_check = context_type if isinstance(context_type, type) else None
+        self.event_type_name = self._event.name
+        self.context_type_name = self._context.name
+        self.event_fingerprint = self._event.fingerprint
+        self.context_fingerprint = self._context.fingerprint
 
     def __repr__(self) -> str:
         return f"<CheckpointCodec event={self.event_type_name} context={self.context_type_name}>"
@@ -184,13 +228,21 @@ class CheckpointCodec(Generic[EventT, ContextT]):
         encoder = self.for_workflow(
             checkpoint.orchestration_id, checkpoint.workflow_id, checkpoint.minion, checkpoint.event
         )
-        return encoder.encode(checkpoint.context, checkpoint.next_step_index)
+        return encoder.encode(
+            checkpoint.context, checkpoint.next_step_index, next_step=checkpoint.next_step
+        )
 
     def for_workflow(
-        self, orchestration_id: str, workflow_id: str, minion: str, event: EventT
+        self,
+        orchestration_id: str,
+        workflow_id: str,
+        minion: str,
+        event: EventT,
+        steps: Sequence[str] = (),
     ) -> WorkflowEncoder[ContextT]:
         """An encoder for the checkpoints of one workflow: its ids and event are checked and
-        encoded now, once; each checkpoint then encodes only its step index and context."""
+        encoded now, once; each checkpoint then encodes only its step and context. ``steps``
+        are the minion's step names, recorded with the index of the step to run next."""
         _check_keys(orchestration_id, workflow_id, minion)
         head = _ARRAY_HEADER + _pack(
             workflow_id, [_MAGIC, _FORMAT, orchestration_id, workflow_id, minion]
@@ -205,27 +257,24 @@ class CheckpointCodec(Generic[EventT, ContextT]):
                 self._dump("event", workflow_id, event),
             ],
         )
-        return WorkflowEncoder(self, workflow_id, head, tail)
+        names = tuple(_pack(workflow_id, str(name)) for name in steps)
+        return WorkflowEncoder(self, workflow_id, head, tail, names)
 
     def _dump(self, what: str, workflow_id: str, value: Any) -> Any:
-        expected = self._event_check if what == "event" else self._context_check
-        if expected is not None and not isinstance(value, expected):
-            name = self.event_type_name if what == "event" else self.context_type_name
+        slot = self._event if what == "event" else self._context
+        if slot.check is not None and not isinstance(value, slot.check):
             raise CheckpointEncodeError(
                 f"cannot encode the checkpoint of workflow {workflow_id}: its {what} "
-                f"is a {type(value).__name__}, but the minion declares {name}; "
-                f"set it to an instance of {name}"
+                f"is a {type(value).__name__}, but the minion declares {slot.name}; "
+                f"set it to an instance of {slot.name}"
             )
-        serializer = self._event_serializer if what == "event" else self._context_serializer
         try:
-            # warnings="error": a value of the wrong type fails here, not when it is resumed.
-            return serializer.to_python(value, by_alias=True, warnings="error")
-        except Exception as exc:  # pydantic raises several unrelated types for bad values
-            name = self.event_type_name if what == "event" else self.context_type_name
+            return slot.dump(value)
+        except Exception as exc:  # pydantic and msgspec raise several unrelated types
             raise CheckpointEncodeError(
-                f"cannot encode the {what} ({name}) of workflow {workflow_id}: "
+                f"cannot encode the {what} ({slot.name}) of workflow {workflow_id}: "
                 f"{exc}. Keep {what}s to builtins, datetime, Decimal, Enum, dataclasses, "
-                "pydantic models, lists and dicts"
+                "pydantic models, TypedDicts, msgspec Structs, lists and dicts"
             ) from exc
 
     def decode(
@@ -251,8 +300,8 @@ class CheckpointCodec(Generic[EventT, ContextT]):
                     "changed since. Drain the workflows with the old code first (run it until "
                     "they finish), then start the new code"
                 )
-        event = self._validate("event", label, self._event_adapter, event_data)
-        context = self._validate("context", label, self._context_adapter, context_data)
+        event = self._validate("event", label, event_data)
+        context = self._validate("context", label, context_data)
         return Checkpoint(
             orchestration_id=header.orchestration_id,
             workflow_id=header.workflow_id,
@@ -260,41 +309,55 @@ class CheckpointCodec(Generic[EventT, ContextT]):
             event=event,
             context=context,
             next_step_index=header.next_step_index,
+            next_step=header.next_step,
         )
 
-    def _validate(
-        self, what: str, label: str, adapter: pydantic.TypeAdapter[Any], data: Any
-    ) -> Any:
+    def _validate(self, what: str, label: str, data: Any) -> Any:
+        slot = self._event if what == "event" else self._context
         try:
-            return adapter.validate_python(data)
-        except pydantic.ValidationError as exc:
-            name = self.event_type_name if what == "event" else self.context_type_name
+            return slot.load(data)
+        except (pydantic.ValidationError, InvalidValue) as exc:
+            first = (
+                f"{exc.error_count()} errors; first: {_first_error(exc)}"
+                if isinstance(exc, pydantic.ValidationError)
+                else exc.problems[0]
+            )
             raise IncompatibleCheckpoint(
-                f"{label} holds a {what} that is not a valid {name} any more "
-                f"({exc.error_count()} errors; first: {_first_error(exc)}). The type's "
-                "constraints changed since it was saved: drain the workflows with the old code "
-                "first, then start the new code"
+                f"{label} holds a {what} that is not a valid {slot.name} any more "
+                f"({first}). The type's constraints changed since it was saved: drain the "
+                "workflows with the old code first, then start the new code"
             ) from exc
 
 
 class WorkflowEncoder(Generic[ContextT]):
     """Encodes the checkpoints of one workflow (``CheckpointCodec.for_workflow``)."""
 
-    __slots__ = ("_codec", "_head", "_tail", "_workflow_id")
+    __slots__ = ("_codec", "_head", "_names", "_tail", "_workflow_id")
 
     def __init__(
-        self, codec: CheckpointCodec[Any, ContextT], workflow_id: str, head: bytes, tail: bytes
+        self,
+        codec: CheckpointCodec[Any, ContextT],
+        workflow_id: str,
+        head: bytes,
+        tail: bytes,
+        names: tuple[bytes, ...] = (),
     ) -> None:
         self._codec = codec
         self._workflow_id = workflow_id
         self._head = head
         self._tail = tail
+        self._names = names
 
     def __repr__(self) -> str:
         return f"<WorkflowEncoder workflow={self._workflow_id}>"
 
-    def encode(self, context: ContextT, next_step_index: int) -> bytes:
-        """The checkpoint of this workflow at ``next_step_index`` with ``context``."""
+    def encode(
+        self, context: ContextT, next_step_index: int, *, next_step: str | None = None
+    ) -> bytes:
+        """The checkpoint of this workflow at ``next_step_index`` with ``context``.
+
+        The step's name is the one given to ``for_workflow`` for that index, or ``next_step``.
+        """
         workflow_id = self._workflow_id
         if (
             not isinstance(next_step_index, int)
@@ -306,18 +369,27 @@ class WorkflowEncoder(Generic[ContextT]):
                 f"must be an int >= 0, got {next_step_index!r}"
             )
         step = _SMALL_INTS[next_step_index] if next_step_index < 128 else None
+        if next_step is not None:
+            name = _pack(workflow_id, str(next_step))
+        elif next_step_index < len(self._names):
+            name = self._names[next_step_index]
+        else:
+            name = _NO_NAME
         context_data = self._codec._dump("context", workflow_id, context)
         return (
             self._head
             + (step or _pack(workflow_id, next_step_index))
             + self._tail
             + _pack(workflow_id, context_data)
+            + name
         )
 
 
-# A msgpack array of the record's 12 fields; an array's encoding is its header followed by its
+# A msgpack array of the record's 13 fields; an array's encoding is its header followed by its
 # elements' encodings, which is what lets an encoder pack the constant fields once.
-_ARRAY_HEADER = b"\x9c"
+_ARRAY_HEADER = b"\x9d"
+# The name of a step that was not given: msgpack's empty string.
+_NO_NAME = b"\xa0"
 # msgpack encodes 0..127 as that single byte.
 _SMALL_INTS = tuple(bytes((i,)) for i in range(128))
 
@@ -395,17 +467,22 @@ def _unpack(blob: bytes, workflow_id: str | None) -> tuple[CheckpointHeader, Any
         ) from exc
     if not (isinstance(record, list) and len(record) >= 2 and record[0] == _MAGIC):
         raise CorruptCheckpoint(f"{label} is not a Minions checkpoint ({len(blob)} bytes). {fix}")
-    if record[1] != _FORMAT:
+    size = _READABLE.get(record[1]) if type(record[1]) is int else None
+    if size is None:
+        readable = " and ".join(str(f) for f in _READABLE)
         raise CorruptCheckpoint(
-            f"{label} has checkpoint format {record[1]!r}; this Minions reads format {_FORMAT}. "
-            "Resume it with the Minions version that saved it"
+            f"{label} has checkpoint format {record[1]!r}; this Minions reads formats "
+            f"{readable}. Resume it with the Minions version that saved it"
         )
     shape = (str, int, str, str, str, int, str, str, str, str)
-    if len(record) != 12 or not all(
+    if len(record) != size or not all(
         isinstance(value, kind) and not isinstance(value, bool)
         for value, kind in zip(record[:10], shape, strict=True)
     ):
         raise CorruptCheckpoint(f"{label} has a damaged header ({len(blob)} bytes). {fix}")
+    next_step = record[12] if size > 12 else None
+    if next_step is not None and not isinstance(next_step, str):
+        raise CorruptCheckpoint(f"{label} has a damaged step name ({len(blob)} bytes). {fix}")
     header = CheckpointHeader(
         orchestration_id=record[2],
         workflow_id=record[3],
@@ -415,6 +492,7 @@ def _unpack(blob: bytes, workflow_id: str | None) -> tuple[CheckpointHeader, Any
         event_fingerprint=record[7],
         context_type=record[8],
         context_fingerprint=record[9],
+        next_step=next_step or None,
     )
     if workflow_id is not None and header.workflow_id != workflow_id:
         raise CorruptCheckpoint(
@@ -499,15 +577,21 @@ def _is_structured(tp: Any) -> bool:
         or issubclass(tp, pydantic.BaseModel)
         or typing.is_typeddict(tp)
         or (issubclass(tp, tuple) and hasattr(tp, "_fields"))
+        or is_struct(tp)
     )
 
 
 def _describe_fields(tp: type, subs: dict[Any, Any], stack: list[Any]) -> str:
     parts = [f"{name}:{_describe(annotation, stack, subs)}" for name, annotation in _fields(tp)]
-    return "{" + ",".join(parts) + "}"
+    # A Struct encoded as an array lays its fields out by position, not by name.
+    config = getattr(tp, "__struct_config__", None) if is_struct(tp) else None
+    layout = "array" if getattr(config, "array_like", False) else ""
+    return layout + "{" + ",".join(parts) + "}"
 
 
 def _fields(tp: type) -> list[tuple[str, Any]]:
+    if is_struct(tp):
+        return [(name, annotation) for name, annotation, _ in struct_fields(tp)]
     if issubclass(tp, pydantic.BaseModel):
         return [(info.alias or name, info.annotation) for name, info in tp.model_fields.items()]
     hints = _hints(tp)

@@ -4,8 +4,9 @@ The core calls :func:`define_workflow_minion` for every new ``Minion`` subclass 
 plugged in by ``minions/__init__.py``). For a class with steps it:
 
 * checks the definition, raising a :class:`~minions.DefinitionError` from the ``class``
-  statement itself: missing or unstructured event and context types, a context that cannot be
-  built without arguments, types the checkpoint codec cannot encode, a ``run()`` override (a
+  statement itself: missing or unstructured event and context types (a dataclass, pydantic
+  model, TypedDict or msgspec Struct), a context that cannot be built without arguments, types
+  the checkpoint codec cannot encode, a step that calls another step, a ``run()`` override (a
   workflow minion's ``run()`` is its event loop), bad ``max_in_flight``, ``persistence_policy``
   or ``stop_grace`` class attributes;
 * declares ``workflow_store: WorkflowStore`` (unless the class does), so the dependency graph
@@ -19,15 +20,13 @@ A minion without steps is left as it is: ``event`` or ``context`` are then ordin
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import typing
 from typing import Any
 
-import pydantic
-
 from ..core.component import Minion, WorkflowHandle
 from ..core.errors import DefinitionError, RuntimeStateError
+from ..core.values import is_structured, required_fields
 from .checkpoint import CheckpointEncodeError, checkpoint_codec
 from .runner import WorkflowRunner
 from .steps import (
@@ -36,6 +35,7 @@ from .steps import (
     STEPS_ATTRIBUTE,
     ActiveWorkflow,
     WorkflowSettings,
+    check_step_calls,
     current_workflow,
     discover_steps,
     workflow_types,
@@ -52,6 +52,7 @@ def define_workflow_minion(cls: type[Minion[Any, Any]]) -> None:
     if not steps:
         return
     _check_types(cls)
+    check_step_calls(cls, steps)
     _check_run(cls)
     setattr(cls, SETTINGS_ATTRIBUTE, _settings(cls))
     _declare_store(cls)
@@ -103,34 +104,17 @@ def _check_structured(owner: str, what: str, tp: Any) -> None:
         raise DefinitionError(
             f"{owner}: the {what} type is the string {tp!r}; pass the class itself: {example}"
         )
-    structured = isinstance(tp, type) and (
-        dataclasses.is_dataclass(tp)
-        or issubclass(tp, pydantic.BaseModel)
-        or typing.is_typeddict(tp)
-    )
-    if not structured:
+    if not is_structured(tp):
         shown = getattr(tp, "__qualname__", repr(tp))
         raise DefinitionError(
-            f"{owner}: the {what} type {shown} is not a dataclass, pydantic model or TypedDict; "
-            f"workflow {what}s are checkpointed field by field, so declare a structured type: "
-            f"{example}"
+            f"{owner}: the {what} type {shown} is not a dataclass, pydantic model, TypedDict or "
+            f"msgspec Struct; workflow {what}s are checkpointed field by field, so declare a "
+            f"structured type: {example}"
         )
 
 
 def _check_context_defaults(owner: str, ctx: type) -> None:
-    missing: list[str] = []
-    if dataclasses.is_dataclass(ctx):
-        missing = [
-            f.name
-            for f in dataclasses.fields(ctx)
-            if f.init
-            and f.default is dataclasses.MISSING
-            and f.default_factory is dataclasses.MISSING
-        ]
-    elif issubclass(ctx, pydantic.BaseModel):
-        missing = [name for name, info in ctx.model_fields.items() if info.is_required()]
-    elif typing.is_typeddict(ctx):
-        missing = sorted(getattr(ctx, "__required_keys__", frozenset()))
+    missing = required_fields(ctx)
     if missing:
         raise DefinitionError(
             f"{owner}: every workflow starts with a fresh {ctx.__qualname__}() built without "

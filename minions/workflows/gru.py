@@ -39,13 +39,12 @@ import os
 import random
 import tomllib
 import types
+import typing
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, ClassVar, Final
-
-import pydantic
+from typing import Any, ClassVar, Final, Literal
 
 from ..core.clock import Clock, MonotonicClock
 from ..core.component import ComponentState, Minion, component_name
@@ -54,6 +53,7 @@ from ..core.graph import declared_config
 from ..core.identity import identity_of
 from ..core.logs import configure_logging
 from ..core.runtime import Runtime, default_project_dir
+from ..core.values import InvalidValue, plain_codec
 from .checkpoint import CorruptCheckpoint, IncompatibleCheckpoint, checkpoint_codec
 from .pipeline import Pipeline
 from .results import (
@@ -68,7 +68,7 @@ from .runner import (
     Orchestration,
     WorkflowSpec,
     check_event_types,
-    check_step_index,
+    check_step,
     config_identity,
     orchestration_id,
     workflow_spec,
@@ -76,10 +76,20 @@ from .runner import (
 from .sqlite.store import SQLiteStateStore, default_state_path
 from .state_store import NoOpStateStore, StateStore
 from .steps import PERSISTENCE_POLICIES, PersistencePolicy
-from .store import StoreServices, WorkflowStatistics, WorkflowStore, store_hook
+from .store import (
+    PersistenceRetry,
+    StoreServices,
+    WorkflowStatistics,
+    WorkflowStore,
+    store_hook,
+)
 from .telemetry import Logger, Metrics, NoOpLogger, NoOpMetrics, PrometheusMetrics, StructlogLogger
 
-__all__ = ["Gru"]
+__all__ = ["FAILURE_POLICIES", "FailurePolicy", "Gru"]
+
+#: What happens to the checkpoint of a failed workflow: it is deleted (the only policy).
+FailurePolicy = Literal["delete"]
+FAILURE_POLICIES: tuple[str, ...] = typing.get_args(FailurePolicy)
 
 
 class _Unset:
@@ -136,6 +146,7 @@ class _Parts:
     logger: Logger
     metrics: Metrics
     persistence_policy: PersistencePolicy
+    retry: PersistenceRetry
     clock: Clock
     rng: random.Random
 
@@ -182,6 +193,7 @@ class Gru:
             logger=logger,
             metrics=metrics,
             persistence_policy=parts.persistence_policy,
+            retry=parts.retry,
             clock=parts.clock,
             rng=parts.rng,
         )
@@ -203,8 +215,16 @@ class Gru:
         metrics: Metrics | _Unset | None = UNSET,
         metrics_port: int | None = 8081,
         *,
+        workflow_failure_policy: FailurePolicy = "delete",
+        workflow_persistence_failure_policy: PersistencePolicy | None = None,
+        workflow_persistence_retry_delay_seconds: float = 1.0,
+        workflow_persistence_retry_max_delay_seconds: float = 60.0,
+        workflow_persistence_retry_backoff_multiplier: float = 2.0,
+        workflow_persistence_retry_jitter_ratio: float = 0.1,
+        workflow_persistence_retry_warning_interval_seconds: float = 30.0,
+        workflow_persistence_retry_error_after_seconds: float | None = 60.0,
         project_dir: str | os.PathLike[str] | None = None,
-        persistence_policy: PersistencePolicy = "continue-on-failure",
+        persistence_policy: PersistencePolicy | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
     ) -> Gru:
@@ -214,18 +234,28 @@ class Gru:
         ``<project>/.minions/state.sqlite3``, an omitted ``logger`` logs through structlog (and
         configures logging to the console and ``<project>/.minions/logs``), omitted ``metrics``
         are Prometheus metrics served on ``127.0.0.1:metrics_port``. ``None`` switches each off.
-        ``persistence_policy`` is the default of minions that do not set their own.
+
+        ``workflow_persistence_failure_policy`` (or its short name ``persistence_policy``) is
+        the default of minions that do not set their own; the ``workflow_persistence_retry_...``
+        settings say how ``idle-until-persisted`` retries (see docs/workflows.md). A setting of
+        the wrong type raises ``TypeError``, one out of range ``ValueError``.
         """
         global _current
+        policy, retry = _workflow_settings(
+            workflow_failure_policy,
+            workflow_persistence_failure_policy,
+            persistence_policy,
+            delay_seconds=workflow_persistence_retry_delay_seconds,
+            max_delay_seconds=workflow_persistence_retry_max_delay_seconds,
+            backoff_multiplier=workflow_persistence_retry_backoff_multiplier,
+            jitter_ratio=workflow_persistence_retry_jitter_ratio,
+            warning_interval_seconds=workflow_persistence_retry_warning_interval_seconds,
+            error_after_seconds=workflow_persistence_retry_error_after_seconds,
+        )
         if _current is not None:
             raise RuntimeStateError(
                 f"a Gru is already {_current._state.value} in this process; use it, or "
                 "'await gru.shutdown()' before creating another"
-            )
-        if persistence_policy not in PERSISTENCE_POLICIES:
-            raise ValueError(
-                f"persistence_policy must be one of {', '.join(PERSISTENCE_POLICIES)}, "
-                f"got {persistence_policy!r}"
             )
         directory = _project_dir(project_dir)
         chosen_logger = _choose_logger(logger, directory)
@@ -239,7 +269,8 @@ class Gru:
                     state_store=store,
                     logger=chosen_logger,
                     metrics=chosen_metrics,
-                    persistence_policy=persistence_policy,
+                    persistence_policy=policy,
+                    retry=retry,
                     clock=clock or MonotonicClock(),
                     rng=rng or random.Random(),
                 )
@@ -563,7 +594,7 @@ class Gru:
         for row in rows:
             try:
                 checkpoint = codec.decode(row.context, workflow_id=row.workflow_id)
-                check_step_index(checkpoint.workflow_id, checkpoint.next_step_index, plan.spec)
+                check_step(checkpoint, plan.spec)
             except CorruptCheckpoint:
                 continue  # skipped (and logged) by the workflow loop when it resumes
             except IncompatibleCheckpoint as exc:
@@ -620,6 +651,42 @@ class Gru:
         finds them ready. ``shutdown()`` stops everything.
         """
         await self._runtime.stop(bound)
+
+
+def _workflow_settings(
+    failure_policy: object,
+    persistence_policy: object,
+    short_name: object,
+    **retry: Any,
+) -> tuple[PersistencePolicy, PersistenceRetry]:
+    """``Gru.create``'s workflow settings, checked: ``TypeError`` for a value of the wrong type,
+    ``ValueError`` for a value out of range."""
+    _check_choice("workflow_failure_policy", failure_policy, FAILURE_POLICIES)
+    for name, value in (
+        ("workflow_persistence_failure_policy", persistence_policy),
+        ("persistence_policy", short_name),
+    ):
+        if value is not None:
+            _check_choice(name, value, PERSISTENCE_POLICIES)
+    if (
+        persistence_policy is not None
+        and short_name is not None
+        and persistence_policy != short_name
+    ):
+        raise ValueError(
+            "persistence_policy is the short name of workflow_persistence_failure_policy, and "
+            f"they disagree ({short_name!r} and {persistence_policy!r}); pass only one"
+        )
+    chosen: Any = persistence_policy or short_name or "continue-on-failure"
+    return chosen, PersistenceRetry.checked("workflow_persistence_retry_", **retry)
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    allowed = " or ".join(repr(choice) for choice in choices)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name} must be {allowed}, got {value!r}")
 
 
 def _project_dir(project_dir: str | os.PathLike[str] | None) -> Path:
@@ -742,12 +809,9 @@ def _validate_config(owner: str, config_type: type[Any], value: object, origin: 
     if isinstance(value, config_type):
         return value
     try:
-        return pydantic.TypeAdapter(config_type).validate_python(value)
-    except pydantic.ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(root)'}: {err['msg']}"
-            for err in exc.errors(include_url=False)
-        )
+        return plain_codec(config_type).load(value)
+    except InvalidValue as exc:
+        problems = "; ".join(exc.problems)
         raise ConfigError(
             f"invalid configuration for {owner} from {origin}: {problems}. Fix it, or pass "
             "minion_config=... / minion_config_path=..."

@@ -52,12 +52,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import pydantic
-
 from ..core.component import Minion, WorkflowHandle, component_name
 from ..core.errors import DefinitionError
 from ..core.graph import declared_config, declared_dependencies
 from ..core.identity import identity_of
+from ..core.values import plain_codec
 from .checkpoint import (
     Checkpoint,
     CheckpointCodec,
@@ -72,6 +71,7 @@ from .steps import (
     ActiveWorkflow,
     PersistencePolicy,
     current_workflow,
+    step_labels,
     step_names,
     workflow_settings,
     workflow_types,
@@ -100,12 +100,12 @@ def config_identity(config: object) -> str:
     if config is None:
         return ""
     try:
-        data = pydantic.TypeAdapter(type(config)).dump_python(config, mode="json")
+        data = plain_codec(type(config)).dump(config)
         text = json.dumps(data, sort_keys=True, separators=(",", ":"))
-    except Exception as exc:  # pydantic raises several unrelated types for odd objects
+    except Exception as exc:  # pydantic and msgspec raise several unrelated types
         raise DefinitionError(
-            f"cannot derive an identity from the config {config!r} ({exc}); use a dataclass or "
-            "pydantic model of builtins"
+            f"cannot derive an identity from the config {config!r} ({exc}); use a dataclass, "
+            "pydantic model or msgspec Struct of builtins"
         ) from exc
     return "inline:" + hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -125,11 +125,14 @@ class WorkflowSpec:
     minion: type[Minion[Any, Any]]
     event_type: Any
     context_type: Any
+    #: The step methods' names, in run order.
     steps: tuple[str, ...]
     #: The class attribute holding the pipeline, and the pipeline class it requests (None: Gru
     #: will name one).
     pipeline_attribute: str | None
     pipeline: type[Pipeline[Any]] | None
+    #: The steps' names in logs, metrics and checkpoints (``@minion_step(name=...)``).
+    labels: tuple[str, ...] = ()
 
 
 def workflow_spec(cls: type[Any], *, require_pipeline: bool = True) -> WorkflowSpec:
@@ -167,10 +170,10 @@ def workflow_spec(cls: type[Any], *, require_pipeline: bool = True) -> WorkflowS
                 f"attribute ('events: MyPipeline'), or start it with "
                 f"Gru.start_orchestration(MyPipeline, {cls.__name__})"
             )
-        return WorkflowSpec(cls, types[0], types[1], steps, None, None)
+        return WorkflowSpec(cls, types[0], types[1], steps, None, None, step_labels(cls))
     attribute, pipeline = pipelines[0]
     check_event_types(pipeline, cls, types[0])
-    return WorkflowSpec(cls, types[0], types[1], steps, attribute, pipeline)
+    return WorkflowSpec(cls, types[0], types[1], steps, attribute, pipeline, step_labels(cls))
 
 
 def check_event_types(pipeline: type[Pipeline[Any]], minion: type[Any], event_type: Any) -> None:
@@ -310,7 +313,7 @@ class WorkflowRunner:
                     reason=str(exc),
                 )
                 continue
-            check_step_index(checkpoint.workflow_id, checkpoint.next_step_index, self._spec)
+            check_step(checkpoint, self._spec)
             checkpoints.append(checkpoint)
         return checkpoints
 
@@ -413,7 +416,7 @@ class WorkflowRunner:
         workflow_id = workflow.handle.workflow_id
         if resumed:
             logger.log(logging.INFO, "workflow.resumed", minion=self._name,
-                       workflow=workflow_id, step=self._spec.steps[start])  # fmt: skip
+                       workflow=workflow_id, step=self._spec.labels[start])  # fmt: skip
         index = start
         try:
             while index < len(self._steps):
@@ -424,12 +427,12 @@ class WorkflowRunner:
                     await self._steps[index]()
                 finally:
                     self._counters.observe_step(
-                        self._spec.steps[index], time.perf_counter() - began
+                        self._spec.labels[index], time.perf_counter() - began
                     )
                 index += 1
         except AbortWorkflow:
             logger.log(logging.INFO, "workflow.aborted", minion=self._name,
-                       workflow=workflow_id, step=self._spec.steps[index])  # fmt: skip
+                       workflow=workflow_id, step=self._spec.labels[index])  # fmt: skip
             return "aborted"
         except Exception as exc:
             logger.log(
@@ -437,7 +440,7 @@ class WorkflowRunner:
                 "workflow.failed",
                 minion=self._name,
                 workflow=workflow_id,
-                step=self._spec.steps[index],
+                step=self._spec.labels[index],
                 reason=f"{type(exc).__name__}: {exc}",
                 exc_info=exc,
             )
@@ -455,6 +458,7 @@ class WorkflowRunner:
                     workflow.handle.workflow_id,
                     self._orchestration.minion_identity,
                     workflow.event,
+                    self._spec.labels,
                 )
             blob = encoder.encode(workflow.context, index)
         except CheckpointEncodeError as exc:
@@ -477,16 +481,28 @@ class WorkflowRunner:
         )
 
 
-def check_step_index(workflow_id: str, index: int, spec: WorkflowSpec) -> None:
-    """Raise ``IncompatibleCheckpoint`` for a checkpoint past the minion's last step."""
-    if 0 <= index < len(spec.steps):
-        return
-    raise IncompatibleCheckpoint(
-        f"the checkpoint of workflow {workflow_id} resumes at step {index + 1}, but "
-        f"{spec.minion.__qualname__} has {len(spec.steps)} steps now: its steps changed since "
-        "the checkpoint was saved. Drain the workflows with the old code first (run it until "
-        "they finish), then start the new code"
+def check_step(checkpoint: Checkpoint[Any, Any], spec: WorkflowSpec) -> None:
+    """Raise ``IncompatibleCheckpoint`` for a checkpoint past the minion's last step, or at a
+    step that now has another name (steps renamed or reordered since it was saved)."""
+    index, workflow_id = checkpoint.next_step_index, checkpoint.workflow_id
+    drain = (
+        "Drain the workflows with the old code first (run it until they finish), then start "
+        "the new code"
     )
+    if not 0 <= index < len(spec.steps):
+        raise IncompatibleCheckpoint(
+            f"the checkpoint of workflow {workflow_id} resumes at step {index + 1}, but "
+            f"{spec.minion.__qualname__} has {len(spec.steps)} steps now: its steps changed "
+            f"since the checkpoint was saved. {drain}"
+        )
+    saved = checkpoint.next_step
+    if saved is not None and spec.labels and saved != spec.labels[index]:
+        raise IncompatibleCheckpoint(
+            f"the checkpoint of workflow {workflow_id} resumes at step {index + 1}, "
+            f"{saved!r}, but step {index + 1} of {spec.minion.__qualname__} is "
+            f"{spec.labels[index]!r} now: steps were renamed or reordered since. {drain}; "
+            f"or keep the step's name with @minion_step(name={saved!r})"
+        )
 
 
 def _attribute_config(minion: object) -> object:

@@ -18,6 +18,12 @@ steps in order, with a checkpoint committed before each step (``minions.workflow
 Step order is source order: the order of the methods in the class body, a base class's steps
 before a subclass's, and a subclass that overrides a step keeps its place.
 
+A step's *name* — the method's name, or ``@minion_step(name="...")`` — is what logs, metrics
+and checkpoints call it. A checkpoint records the name of the step it resumes at, so renaming
+a method while keeping its step name (``@minion_step(name="old")``) still resumes saved
+workflows. A step never calls another step: that would skip the checkpoint between them, so
+the class statement rejects it.
+
 One instance of the minion runs many workflows at once, so ``self.event``, ``self.context`` and
 ``self.workflow_handle`` are not instance attributes: they read the :class:`ActiveWorkflow` of
 the running task from a context variable (:data:`current_workflow`). What a class statement
@@ -26,12 +32,14 @@ with steps checks and installs is ``minions.workflows.definition``.
 
 from __future__ import annotations
 
+import ast
 import contextvars
 import inspect
+import textwrap
 import typing
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, TypeAlias, TypeVar
+from typing import Any, Literal, TypeAlias, TypeVar, overload
 
 from ..core.component import Minion, WorkflowHandle
 from ..core.errors import DefinitionError
@@ -41,9 +49,11 @@ __all__ = [
     "ActiveWorkflow",
     "PersistencePolicy",
     "WorkflowSettings",
+    "check_step_calls",
     "current_workflow",
     "discover_steps",
     "minion_step",
+    "step_labels",
     "step_names",
     "workflow_settings",
     "workflow_types",
@@ -57,6 +67,7 @@ PERSISTENCE_POLICIES: tuple[str, ...] = typing.get_args(PersistencePolicy)
 
 _STEP_MARK = "__minions_step__"
 STEPS_ATTRIBUTE = "__minions_steps__"
+LABELS_ATTRIBUTE = "__minions_step_labels__"
 SETTINGS_ATTRIBUTE = "__minions_workflow__"
 
 
@@ -105,8 +116,31 @@ current_workflow: contextvars.ContextVar[ActiveWorkflow] = contextvars.ContextVa
 )
 
 
-def minion_step(fn: F) -> F:
-    """Mark an ``async def`` method of a workflow minion as its next step (in source order)."""
+@overload
+def minion_step(fn: F, /) -> F: ...
+
+
+@overload
+def minion_step(*, name: str | None = None) -> Callable[[F], F]: ...
+
+
+def minion_step(fn: F | None = None, /, *, name: str | None = None) -> F | Callable[[F], F]:
+    """Mark an ``async def`` method of a workflow minion as its next step (in source order).
+
+    ``@minion_step``, ``@minion_step()`` or ``@minion_step(name="quote")``: ``name`` is the
+    step's name in logs, metrics and checkpoints (by default the method's name).
+    """
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise DefinitionError(
+            f"@minion_step(name=...) takes a non-empty string, got {name!r}; or leave it out "
+            "to name the step after its method"
+        )
+    if fn is None:
+        return lambda method: _mark_step(method, name)
+    return _mark_step(fn, name)
+
+
+def _mark_step(fn: F, name: str | None) -> F:
     if isinstance(fn, staticmethod | classmethod):
         kind = type(fn).__name__
         raise DefinitionError(
@@ -128,7 +162,7 @@ def minion_step(fn: F) -> F:
             f"step {_name(fn)} must take only 'self' (it reads self.event and self.context); "
             f"it has parameters {[p.name for p in params]}"
         )
-    setattr(fn, _STEP_MARK, True)
+    setattr(fn, _STEP_MARK, name or fn.__name__)
     return fn
 
 
@@ -137,13 +171,24 @@ def _name(fn: object) -> str:
 
 
 def _is_step(value: object) -> bool:
-    return getattr(value, _STEP_MARK, False) is True
+    return isinstance(getattr(value, _STEP_MARK, None), str)
+
+
+def _label(value: object) -> str:
+    label: str = getattr(value, _STEP_MARK)
+    return label
 
 
 def step_names(cls: type) -> tuple[str, ...]:
     """The step method names of ``cls`` in run order (empty for a plain minion)."""
     steps: tuple[str, ...] = cls.__dict__.get(STEPS_ATTRIBUTE, ())
     return steps
+
+
+def step_labels(cls: type) -> tuple[str, ...]:
+    """The step names of ``cls`` in run order, as logs, metrics and checkpoints show them
+    (``@minion_step(name=...)``, else the method's name)."""
+    return tuple(_label(inspect.getattr_static(cls, name)) for name in step_names(cls))
 
 
 def discover_steps(cls: type) -> tuple[str, ...]:
@@ -158,13 +203,69 @@ def discover_steps(cls: type) -> tuple[str, ...]:
                 )
             if _is_step(value) and name not in names:
                 names.append(name)
+    labels: dict[str, str] = {}
     for name in names:
-        if not _is_step(inspect.getattr_static(cls, name)):
+        method = inspect.getattr_static(cls, name)
+        if not _is_step(method):
             raise DefinitionError(
                 f"{cls.__qualname__}.{name} overrides a workflow step without @minion_step; "
                 "decorate the override too (it keeps the step's place) or give it another name"
             )
+        label = _label(method)
+        if label in labels:
+            raise DefinitionError(
+                f"{cls.__qualname__} has two steps named {label!r} ({labels[label]} and "
+                f"{name}); step names tell steps apart in checkpoints, so give each its own "
+                "@minion_step(name=...)"
+            )
+        labels[label] = name
     return tuple(names)
+
+
+def check_step_calls(cls: type, steps: tuple[str, ...]) -> None:
+    """Reject a step of ``cls``'s own body that calls a step (itself included).
+
+    Each step runs after its own checkpoint; a step that awaits another runs that one without
+    a checkpoint before it, and runs it again when the workflow resumes there. Read from the
+    source, so a method whose source is not available (defined by ``exec``) is not checked.
+    """
+    wanted = frozenset(steps)
+    for name in steps:
+        fn = cls.__dict__.get(name)
+        if fn is None:
+            continue  # inherited: checked with the class that defines it
+        for called in _calls_on_self(inspect.unwrap(fn), wanted):
+            what = "itself" if called == name else f"the step {called}()"
+            raise DefinitionError(
+                f"{cls.__qualname__}.{name} calls {what}: steps are run one after another by "
+                "the workflow, with a checkpoint before each, and a step that awaits another "
+                "skips that checkpoint. Split the work: put what both need in a helper method "
+                "without @minion_step, and let each step call the helper"
+            )
+
+
+def _calls_on_self(fn: Callable[..., Any], names: frozenset[str]) -> list[str]:
+    """The names in ``names`` that ``fn`` calls as ``self.<name>(...)``, in source order."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return []
+    definition = tree.body[0] if tree.body else None
+    if not isinstance(definition, ast.AsyncFunctionDef) or not definition.args.args:
+        return []
+    receiver = definition.args.args[0].arg
+    calls = [
+        node
+        for node in ast.walk(definition)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == receiver
+        and node.func.attr in names
+    ]
+    calls.sort(key=lambda node: (node.lineno, node.col_offset))
+    return [node.func.attr for node in calls]  # type: ignore[attr-defined]
 
 
 def workflow_types(cls: type) -> tuple[Any, Any] | None:

@@ -20,6 +20,13 @@ Persistence failure policies (per minion ``persistence_policy``, else the store'
     The workflow waits and retries the save with capped, jittered exponential backoff until it
     is durable; the step runs only then. A failed delete is retried the same way.
 
+How it retries is a :class:`PersistenceRetry`: the first delay, the cap, the multiplier and
+the jitter of the backoff, and how loudly a workflow that keeps waiting is logged — a warning
+at the first failure and again every ``warning_interval_seconds``, an error (once, then at the
+same interval) when it has waited ``error_after_seconds`` (``None``: never an error). Gru takes
+them as ``Gru.create(workflow_persistence_retry_...=)``; the ``[WorkflowStore]`` table of
+``minions.toml`` as ``retry_...``.
+
 Errors that retrying cannot fix are never retried: a checkpoint the codec cannot encode, and a
 store error that is not ``retryable`` (a damaged or closed store, a bad argument). Under
 ``idle-until-persisted`` they fail the workflow with :class:`PersistenceError`; under
@@ -37,11 +44,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pydantic
 
@@ -49,7 +57,6 @@ from ..core.clock import Clock, MonotonicClock
 from ..core.component import Resource
 from ..core.errors import MinionsError
 from ..core.histogram import Histogram, HistogramSnapshot
-from ..core.policy import Backoff
 from ..core.runtime import default_project_dir
 from .sqlite.store import SQLiteStateStore, default_state_path
 from .state_store import StateStore, StateStoreError, StoredContext
@@ -58,6 +65,7 @@ from .telemetry import Logger, Metrics, NoOpMetrics, StructlogLogger
 
 __all__ = [
     "PersistenceError",
+    "PersistenceRetry",
     "StoreServices",
     "WorkflowCounters",
     "WorkflowStatistics",
@@ -66,12 +74,112 @@ __all__ = [
     "store_hook",
 ]
 
-#: Retry delays under ``idle-until-persisted``: 50 ms doubling to 5 s, +-20 %.
-RETRY_BACKOFF = Backoff(initial=0.05, factor=2.0, cap=5.0, jitter=0.2)
-
 
 class PersistenceError(MinionsError):
     """A checkpoint could not be made durable and retrying cannot help (the workflow fails)."""
+
+
+@dataclass(frozen=True)
+class PersistenceRetry:
+    """How a workflow retries a checkpoint it must make durable (see the module docstring).
+
+    The defaults are the ``run()`` form's: 50 ms doubling to 5 s, +-20 %; ``Gru.create`` has
+    its own (1 s doubling to 60 s, +-10 %). Build a checked one with :meth:`checked`.
+    """
+
+    delay_seconds: float = 0.05
+    max_delay_seconds: float = 5.0
+    backoff_multiplier: float = 2.0
+    jitter_ratio: float = 0.2
+    warning_interval_seconds: float = 30.0
+    error_after_seconds: float | None = 60.0
+
+    @classmethod
+    def checked(cls, prefix: str = "", **settings: Any) -> PersistenceRetry:
+        """A retry policy from ``settings`` (field names), each validated: ``TypeError`` for
+        a value that is not a number, ``ValueError`` for one out of range. ``prefix`` is put
+        before each name in messages (the name the caller knows the setting by)."""
+        for name, value in settings.items():
+            if name not in _RETRY_FIELDS:
+                raise TypeError(f"unknown persistence retry setting {prefix}{name}")
+            if name == "error_after_seconds" and value is None:
+                continue
+            _check_number(prefix + name, value, _RETRY_RULES[name])
+        retry = cls(**settings)
+        if retry.max_delay_seconds < retry.delay_seconds:
+            raise ValueError(
+                f"{prefix}max_delay_seconds must be greater than or equal to "
+                f"{prefix}delay_seconds (got {retry.max_delay_seconds:g} < "
+                f"{retry.delay_seconds:g}); raise the maximum or lower the first delay"
+            )
+        return retry
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``attempt + 1``."""
+        if attempt > 64:
+            base = self.max_delay_seconds
+        else:
+            base = min(
+                self.max_delay_seconds, self.delay_seconds * self.backoff_multiplier**attempt
+            )
+        if self.jitter_ratio:
+            base += base * rng.uniform(-self.jitter_ratio, self.jitter_ratio)
+        return max(0.0, base)
+
+
+_RETRY_FIELDS = frozenset(f.name for f in fields(PersistenceRetry))
+#: What each setting must be, as the message says it; checked by _check_number.
+_RETRY_RULES = {
+    "delay_seconds": "a positive number of seconds",
+    "max_delay_seconds": "a positive number of seconds",
+    "warning_interval_seconds": "a positive number of seconds",
+    "backoff_multiplier": "a number greater than or equal to 1",
+    "jitter_ratio": "a number between 0 and 1",
+    "error_after_seconds": "None or a non-negative number of seconds",
+}
+
+
+def _check_number(name: str, value: object, rule: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be {rule}, got {type(value).__name__} {value!r}")
+    number = float(value)
+    ok = (
+        math.isfinite(number)
+        and {
+            "a positive number of seconds": number > 0,
+            "a number greater than or equal to 1": number >= 1,
+            "a number between 0 and 1": 0 <= number <= 1,
+            "None or a non-negative number of seconds": number >= 0,
+        }[rule]
+    )
+    if not ok:
+        raise ValueError(f"{name} must be {rule}, got {value!r}")
+
+
+class _RetryLog:
+    """When and how loudly a workflow waiting on its store is logged (``PersistenceRetry``)."""
+
+    __slots__ = ("_escalated", "_first", "_last", "_retry")
+
+    def __init__(self, retry: PersistenceRetry, now: float) -> None:
+        self._retry = retry
+        self._first = now
+        self._last: float | None = None
+        self._escalated = False
+
+    def level(self, now: float) -> int | None:
+        """The level to log this failure at, or ``None`` to stay quiet."""
+        limit = self._retry.error_after_seconds
+        error = limit is not None and now - self._first >= limit
+        due = self._last is None or now - self._last >= self._retry.warning_interval_seconds
+        if not (due or (error and not self._escalated)):
+            return None
+        self._last = now
+        self._escalated = self._escalated or error
+        return logging.ERROR if error else logging.WARNING
+
+    def waited(self, now: float) -> float:
+        return round(now - self._first, 3)
 
 
 class WorkflowStoreConfig(pydantic.BaseModel):
@@ -79,6 +187,25 @@ class WorkflowStoreConfig(pydantic.BaseModel):
 
     path: str | None = None
     persistence_policy: PersistencePolicy = "continue-on-failure"
+    retry_delay_seconds: float = PersistenceRetry.delay_seconds
+    retry_max_delay_seconds: float = PersistenceRetry.max_delay_seconds
+    retry_backoff_multiplier: float = PersistenceRetry.backoff_multiplier
+    retry_jitter_ratio: float = PersistenceRetry.jitter_ratio
+    retry_warning_interval_seconds: float = PersistenceRetry.warning_interval_seconds
+    retry_error_after_seconds: float | None = PersistenceRetry.error_after_seconds
+
+    @pydantic.model_validator(mode="after")
+    def _check_retry(self) -> WorkflowStoreConfig:
+        self.retry()
+        return self
+
+    def retry(self) -> PersistenceRetry:
+        """The retry settings of this table, checked."""
+        prefix = "retry_"
+        return PersistenceRetry.checked(
+            prefix,
+            **{name: getattr(self, prefix + name) for name in sorted(_RETRY_FIELDS)},
+        )
 
 
 @dataclass(frozen=True)
@@ -176,6 +303,7 @@ class StoreServices:
     logger: Logger = field(default_factory=StructlogLogger)
     metrics: Metrics = field(default_factory=NoOpMetrics)
     persistence_policy: PersistencePolicy = "continue-on-failure"
+    retry: PersistenceRetry = field(default_factory=PersistenceRetry)
     clock: Clock = field(default_factory=MonotonicClock)
     rng: random.Random = field(default_factory=random.Random)
     counters: dict[str, WorkflowCounters] = field(default_factory=dict)
@@ -222,6 +350,7 @@ class WorkflowStore(Resource):
             services = StoreServices(
                 state_store=self.open_store(),
                 persistence_policy=config.persistence_policy,
+                retry=config.retry(),
             )
         self.services = services
         self._pending_deletes: dict[str, None] = {}
@@ -286,6 +415,7 @@ class WorkflowStore(Resource):
         """
         services = self.services
         attempt = 0
+        waiting: _RetryLog | None = None
         while True:
             try:
                 await services.state_store.save_context(workflow_id, orchestration_id, blob)
@@ -297,17 +427,22 @@ class WorkflowStore(Resource):
                 retryable = _retryable(exc)
                 if policy == "continue-on-failure" or not retryable:
                     return self._give_up_save(workflow_id, orchestration_id, policy, exc)
-                delay = RETRY_BACKOFF.delay(attempt, services.rng)
+                delay = services.retry.delay(attempt, services.rng)
                 attempt += 1
-                services.logger.log(
-                    logging.WARNING,
-                    "workflow.checkpoint_retrying",
-                    orchestration=orchestration_id,
-                    workflow=workflow_id,
-                    reason=_describe(exc),
-                    attempt=attempt,
-                    delay=round(delay, 3),
-                )
+                now = services.clock.now()
+                waiting = waiting or _RetryLog(services.retry, now)
+                level = waiting.level(now)
+                if level is not None:
+                    services.logger.log(
+                        level,
+                        "workflow.checkpoint_retrying",
+                        orchestration=orchestration_id,
+                        workflow=workflow_id,
+                        reason=_describe(exc),
+                        attempt=attempt,
+                        delay=round(delay, 3),
+                        waited=waiting.waited(now),
+                    )
                 await services.clock.sleep(delay)
                 continue
             counters.add("checkpoints_saved")
@@ -415,6 +550,7 @@ class WorkflowStore(Resource):
     ) -> None:
         services = self.services
         attempt = 0
+        waiting: _RetryLog | None = None
         while True:
             try:
                 await services.state_store.delete_context(workflow_id)
@@ -422,8 +558,22 @@ class WorkflowStore(Resource):
                 if policy == "continue-on-failure" or not _retryable(exc):
                     self._keep_for_later(workflow_id, orchestration_id, policy, exc)
                     return
-                delay = RETRY_BACKOFF.delay(attempt, services.rng)
+                delay = services.retry.delay(attempt, services.rng)
                 attempt += 1
+                now = services.clock.now()
+                waiting = waiting or _RetryLog(services.retry, now)
+                level = waiting.level(now)
+                if level is not None:
+                    services.logger.log(
+                        level,
+                        "workflow.delete_retrying",
+                        orchestration=orchestration_id,
+                        workflow=workflow_id,
+                        reason=_describe(exc),
+                        attempt=attempt,
+                        delay=round(delay, 3),
+                        waited=waiting.waited(now),
+                    )
                 await services.clock.sleep(delay)
                 continue
             self._pending_deletes.pop(workflow_id, None)

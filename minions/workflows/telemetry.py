@@ -6,7 +6,8 @@ a workflow step; an implementation that ships data over a network buffers it its
 * :class:`StructlogLogger` (the default) logs through structlog like the rest of Minions;
   :class:`NoOpLogger` drops everything (``Gru.create(logger=None)``).
 * :class:`PrometheusMetrics` (Gru's default) keeps counters, gauges and histograms in its own
-  prometheus-client registry and, given a port, serves them on ``127.0.0.1`` only;
+  prometheus-client registry and, given a port, serves them (on ``127.0.0.1`` unless told
+  otherwise); ``create_metric(name, label_names, kind)`` makes a metric of the program's own;
   :class:`NoOpMetrics` drops everything (``Gru.create(metrics=None)``).
 
 Metric names used by the workflow layer (label ``orchestration``)::
@@ -19,15 +20,18 @@ Metric names used by the workflow layer (label ``orchestration``)::
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any, Protocol, runtime_checkable
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import structlog
 
 __all__ = [
+    "LabelledMetric",
     "Logger",
+    "MetricKind",
     "Metrics",
     "NoOpLogger",
     "NoOpMetrics",
@@ -98,27 +102,86 @@ class NoOpMetrics:
         return None
 
 
-class PrometheusMetrics:
-    """Metrics in a private prometheus-client registry, optionally served over HTTP.
+MetricKind = Literal["counter", "gauge", "histogram"]
+_FACTORIES: dict[str, str] = {"counter": "Counter", "gauge": "Gauge", "histogram": "Histogram"}
 
-    A metric is created on first use with the label names of that first use. ``serve()`` starts
-    the HTTP endpoint on ``127.0.0.1:<port>`` (a port already in use is reported, not fatal);
-    ``close()`` stops it.
+
+class LabelledMetric(Protocol):
+    """A metric made by :meth:`PrometheusMetrics.create_metric`: pick the labels, then record."""
+
+    def labels(self, **labels: str) -> LabelledMetric: ...
+
+    def inc(self, amount: float = 1) -> None: ...
+
+    def set(self, value: float) -> None: ...
+
+    def observe(self, value: float) -> None: ...
+
+
+class _Labelled:
+    """A prometheus-client metric (or one labelled child of it) as a :class:`LabelledMetric`."""
+
+    __slots__ = ("_metric", "_names")
+
+    def __init__(self, metric: Any, names: tuple[str, ...]) -> None:
+        self._metric = metric
+        self._names = names
+
+    def __repr__(self) -> str:
+        return f"<metric {self._metric!r}>"
+
+    def labels(self, **labels: str) -> LabelledMetric:
+        if not labels and not self._names:
+            return self  # nothing to choose: the metric itself
+        return _Labelled(self._metric.labels(**labels), ())
+
+    def inc(self, amount: float = 1) -> None:
+        self._metric.inc(amount)
+
+    def set(self, value: float) -> None:
+        self._metric.set(value)
+
+    def observe(self, value: float) -> None:
+        self._metric.observe(value)
+
+
+class PrometheusMetrics:
+    """Metrics in a prometheus-client registry, optionally served over HTTP.
+
+    ``PrometheusMetrics(logger=None, port=8081, addr="", registry=None)``: ``registry=None``
+    keeps the metrics in a registry of its own (two instances never collide); ``addr=""``
+    serves on ``127.0.0.1`` only — pass another address to expose them beyond this machine.
+    ``serve()`` (or ``await startup()``) starts the HTTP endpoint (a port already in use is
+    reported, not fatal; ``port=None`` never serves); ``close()`` (or ``await shutdown()``)
+    stops it.
+
+    Two ways to record, on the same metrics: the :class:`Metrics` protocol the workflow layer
+    uses (``inc``/``set``/``observe`` by name; a metric is created on first use with the label
+    names of that use), and ``create_metric(name, label_names, kind)``, which returns the metric
+    to record on: ``create_metric("jobs_total", ["queue"], "counter").labels(queue="a").inc()``.
     """
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(
+        self,
+        logger: Logger | None = None,
+        port: int | None = 8081,
+        addr: str = "",
+        registry: Any = None,
+    ) -> None:
         import prometheus_client
 
         self._prom = prometheus_client
-        self.registry = prometheus_client.CollectorRegistry()
+        self.logger = logger
+        self.registry = registry if registry is not None else prometheus_client.CollectorRegistry()
         self.port = port
-        self._metrics: dict[str, Any] = {}
+        self.addr = addr or "127.0.0.1"
+        self._metrics: dict[str, tuple[str, tuple[str, ...], Any]] = {}
         self._lock = threading.Lock()
         self._server: Any = None
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
-        where = f"serving 127.0.0.1:{self.port}" if self._server is not None else "not serving"
+        where = f"serving {self.addr}:{self.port}" if self._server is not None else "not serving"
         return f"<PrometheusMetrics {len(self._metrics)} metrics, {where}>"
 
     def serve(self) -> str | None:
@@ -127,11 +190,11 @@ class PrometheusMetrics:
             return None
         try:
             self._server, self._thread = self._prom.start_http_server(
-                self.port, addr="127.0.0.1", registry=self.registry
+                self.port, addr=self.addr, registry=self.registry
             )
         except OSError as exc:
             return (
-                f"cannot serve metrics on 127.0.0.1:{self.port} ({exc}); pass another "
+                f"cannot serve metrics on {self.addr}:{self.port} ({exc}); pass another "
                 "metrics_port, or metrics=None to switch metrics off"
             )
         return None
@@ -145,17 +208,59 @@ class PrometheusMetrics:
             self._thread.join(timeout=5.0)
             self._thread = None
 
-    def _metric(self, kind: str, name: str, labels: Labels | None) -> Any:
-        metric = self._metrics.get(name)
-        if metric is None:
+    async def startup(self) -> None:
+        """Start serving (``serve()``); a failure is logged to ``logger``, not raised."""
+        problem = self.serve()
+        if problem and self.logger is not None:
+            self.logger.log(logging.WARNING, "metrics.unavailable", reason=problem)
+
+    async def shutdown(self) -> None:
+        """Stop serving (``close()``), without blocking the event loop."""
+        await asyncio.to_thread(self.close)
+
+    def create_metric(
+        self, metric_name: str, label_names: Sequence[str], kind: MetricKind
+    ) -> LabelledMetric:
+        """The metric ``metric_name`` of ``kind`` (``"counter"``, ``"gauge"`` or
+        ``"histogram"``) with ``label_names``, created now or the one created before.
+
+        Raises ``ValueError`` for an unknown kind, or for a name already used with another kind
+        or other label names.
+        """
+        factory = _FACTORIES.get(kind) if isinstance(kind, str) else None
+        if factory is None:
+            raise ValueError(
+                f"unknown metric kind {kind!r} for {metric_name}; use 'counter', 'gauge' or "
+                "'histogram'"
+            )
+        names = tuple(label_names)
+        with self._lock:
+            found = self._metrics.get(metric_name)
+            if found is None:
+                metric = getattr(self._prom, factory)(
+                    metric_name, f"{metric_name} ({kind})", list(names), registry=self.registry
+                )
+                found = self._metrics[metric_name] = (factory, names, metric)
+        if found[:2] != (factory, names):
+            raise ValueError(
+                f"metric {metric_name} exists already as a {found[0].lower()} labelled "
+                f"{list(found[1])}, so it cannot be a {kind} labelled {list(names)}; use "
+                "another name"
+            )
+        return _Labelled(found[2], names)
+
+    def _metric(self, factory: str, name: str, labels: Labels | None) -> Any:
+        found = self._metrics.get(name)
+        if found is None:
             with self._lock:
-                metric = self._metrics.get(name)
-                if metric is None:
-                    factory = getattr(self._prom, kind)
-                    metric = factory(
-                        name, name.replace("_", " "), list(labels or ()), registry=self.registry
+                found = self._metrics.get(name)
+                if found is None:
+                    names = tuple(labels or ())
+                    metric = getattr(self._prom, factory)(
+                        name, name.replace("_", " "), list(names), registry=self.registry
                     )
-                    self._metrics[name] = metric
+                    found = self._metrics[name] = (factory, names, metric)
+        metric = found[2]
         return metric.labels(**labels) if labels else metric
 
     def inc(self, name: str, value: float = 1.0, labels: Labels | None = None) -> None:
