@@ -7,7 +7,14 @@ the others are what Minions raises, grouped by what the caller does about them:
 * checkpoint problems (:class:`CheckpointError`): an unencodable event or context is a program
   bug, a corrupt checkpoint is skipped, an incompatible one means "drain first";
 * store problems (:class:`StateStoreError`): ``retryable`` says whether trying again can help;
-  :class:`PersistenceError` is a workflow giving up under ``idle-until-persisted``.
+  :class:`PersistenceError` is a workflow giving up under ``idle-until-persisted``;
+* background tasks (:class:`TaskCancellationError`): a task started with
+  ``self.safe_create_task`` that did not end when its component stopped
+  (:class:`TaskCancellationTimeoutError`, also a ``TimeoutError``).
+
+As in the original project, a class definition the runtime rejects is a ``TypeError``
+(:class:`DefinitionError` derives from it), a bad id a ``ValueError``, and misuse of ``Gru`` a
+``RuntimeError`` (:class:`RuntimeStateError`).
 """
 
 from .core.errors import ConfigError as ConfigError
@@ -15,6 +22,8 @@ from .core.errors import DefinitionError as DefinitionError
 from .core.errors import MinionsError as MinionsError
 from .core.errors import RuntimeStateError as RuntimeStateError
 from .core.errors import StartupError as StartupError
+from .core.errors import TaskCancellationError as TaskCancellationError
+from .core.errors import TaskCancellationTimeoutError as TaskCancellationTimeoutError
 from .workflows.checkpoint import CheckpointEncodeError as CheckpointEncodeError
 from .workflows.checkpoint import CheckpointError as CheckpointError
 from .workflows.checkpoint import CorruptCheckpoint as CorruptCheckpoint
@@ -51,5 +60,7 @@ __all__ = [
     "StateStoreLocked",
     "StateStoreReadOnly",
     "StateStoreUnavailable",
+    "TaskCancellationError",
+    "TaskCancellationTimeoutError",
     "UnsupportedSchema",
 ]

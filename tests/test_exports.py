@@ -56,9 +56,10 @@ PROMISED = {
         "CorruptCheckpoint", "DefinitionError", "IncompatibleCheckpoint", "MinionsError",
         "PersistenceError", "RuntimeStateError", "StartupError", "StateStoreClosed",
         "StateStoreCorrupt", "StateStoreDamaged", "StateStoreError", "StateStoreFull",
-        "StateStoreLocked", "StateStoreReadOnly", "StateStoreUnavailable", "UnsupportedSchema",
+        "StateStoreLocked", "StateStoreReadOnly", "StateStoreUnavailable", "TaskCancellationError",
+        "TaskCancellationTimeoutError", "UnsupportedSchema",
     ],
-    "minions.interfaces": ["Logger", "Metrics", "StateStore", "StoredContext"],
+    "minions.interfaces": ["LabelledMetric", "Logger", "Metrics", "StateStore", "StoredContext"],
     "minions.implementations": [
         "InMemoryStateStore", "NoOpLogger", "NoOpMetrics", "NoOpStateStore", "PrometheusMetrics",
         "SQLiteStateStore", "StructlogLogger",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from .errors import DefinitionError
+from .errors import ComponentOptionsError, DefinitionError
 
 C = TypeVar("C", bound=type[Any])
 
@@ -21,7 +21,12 @@ _ID_ATTRIBUTE = "__minions_id__"
 def _identity_decorator(kind: str) -> Callable[[str], Callable[[C], C]]:
     def decorator_factory(identity: str) -> Callable[[C], C]:
         if not isinstance(identity, str) or not identity.strip():
-            raise DefinitionError(f"@{kind}_id needs a non-empty string, got {identity!r}")
+            # A TypeError for a non-string and a ValueError for an empty one, as Python's
+            # conventions (and the original project) have it: the class is both.
+            raise ComponentOptionsError(
+                f"@{kind}_id needs a non-empty string, got {identity!r}; pass a stable id, "
+                f'e.g. a UUID: @{kind}_id("8d9c1e0a-...")'
+            )
 
         def decorate(cls: C) -> C:
             if not isinstance(cls, type):

@@ -36,6 +36,7 @@ __all__ = [
     "InvalidValue",
     "PlainCodec",
     "field_names",
+    "instance_type",
     "is_struct",
     "is_structured",
     "plain_codec",
@@ -91,6 +92,14 @@ def is_structured(tp: object) -> bool:
         or typing.is_typeddict(tp)
         or is_struct(tp)
     )
+
+
+def instance_type(tp: object) -> type | None:
+    """The class a value of ``tp`` is an instance of, for an ``isinstance`` check: a
+    TypedDict's values are plain dicts; ``None`` for a type that is not a class (a union...)."""
+    if isinstance(tp, type) and typing.is_typeddict(tp):
+        return dict
+    return tp if isinstance(tp, type) else None
 
 
 def struct_fields(tp: type) -> list[tuple[str, Any, bool]]:

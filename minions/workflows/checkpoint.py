@@ -64,6 +64,7 @@ import pydantic_core
 from ..core.errors import MinionsError
 from ..core.values import (
     InvalidValue,
+    instance_type,
     is_struct,
     plain_codec,
     pydantic_type,
@@ -177,7 +178,7 @@ class _Slot:
     def __init__(self, tp: Any) -> None:
         self.type = tp
         self.name = _type_name(tp)
-        self.check: type | None = tp if isinstance(tp, type) else None
+        self.check = instance_type(tp)
         self.dump: Callable[[Any], Any]
         #: Validates data back into the type; raises ValueError (pydantic's or ours) if invalid.
         self.load: Callable[[Any], Any]

@@ -36,6 +36,7 @@ import structlog
 
 from ..core.component import Resource, component_name
 from ..core.errors import DefinitionError
+from ..core.values import instance_type
 
 __all__ = ["Pipeline", "PipelineStatistics", "Subscriber"]
 
@@ -152,7 +153,7 @@ class Pipeline(Resource, Generic[EventT]):
                 "'async def produce_event(self) -> MyEvent'"
             )
         expected = cls.event_type()
-        check = expected if isinstance(expected, type) else None
+        check = instance_type(expected)
         name = component_name(cls)
         fanout = _fanout(self)
         failures = 0
@@ -181,7 +182,7 @@ class Pipeline(Resource, Generic[EventT]):
                     "pipeline.wrong_event_type",
                     pipeline=name,
                     reason=f"produce_event() returned a {type(event).__qualname__}, but "
-                    f"{cls.__qualname__} declares events of type {check.__qualname__}; "
+                    f"{cls.__qualname__} declares events of type {expected.__qualname__}; "
                     "the event was dropped",
                 )
             else:

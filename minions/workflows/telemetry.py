@@ -152,8 +152,8 @@ class PrometheusMetrics:
     keeps the metrics in a registry of its own (two instances never collide); ``addr=""``
     serves on ``127.0.0.1`` only — pass another address to expose them beyond this machine.
     ``serve()`` (or ``await startup()``) starts the HTTP endpoint (a port already in use is
-    reported, not fatal; ``port=None`` never serves); ``close()`` (or ``await shutdown()``)
-    stops it.
+    reported, not fatal; ``port=0`` picks a free one, ``port=None`` never serves); ``close()``
+    (or ``await shutdown()``) stops it.
 
     Two ways to record, on the same metrics: the :class:`Metrics` protocol the workflow layer
     uses (``inc``/``set``/``observe`` by name; a metric is created on first use with the label
@@ -197,6 +197,7 @@ class PrometheusMetrics:
                 f"cannot serve metrics on {self.addr}:{self.port} ({exc}); pass another "
                 "metrics_port, or metrics=None to switch metrics off"
             )
+        self.port = int(self._server.server_port)  # the one chosen, for port=0
         return None
 
     def close(self) -> None:
