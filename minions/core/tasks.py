@@ -181,7 +181,10 @@ async def run_supervised(tasks: BackgroundTasks, run: Callable[[], Awaitable[Non
         tasks.cancel()
         failure = tasks.failure
         assert failure is not None
-        raise failure[1]
+        name, exc = failure
+        # Seen in its traceback, here and across a process boundary.
+        exc.add_note(f"(raised by the background task {name!r} of {tasks.owner})")
+        raise exc
 
 
 async def shutdown_supervised(
