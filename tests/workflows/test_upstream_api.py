@@ -698,3 +698,28 @@ async def test_errors_are_the_builtin_exceptions_the_original_raised(tmp_path: P
     async with a_gru(tmp_path):
         with pytest.raises(RuntimeError, match="already running"):
             await Gru.create(logger=None, metrics=None, project_dir=tmp_path)
+
+
+async def test_the_run_form_takes_the_retry_settings_from_its_config(tmp_path: Path) -> None:
+    """Without Gru, the [WorkflowStore] table sets the same retry settings (retry_...),
+    checked at start like any config: a value out of range is a ConfigError naming it."""
+    from minions import ConfigError, Runtime
+    from minions.workflows.store import PersistenceRetry
+
+    table: dict[str, Any] = {
+        "path": str(tmp_path / "state.sqlite3"),
+        "retry_delay_seconds": 0.5,
+        "retry_jitter_ratio": 0.0,
+        "retry_error_after_seconds": None,
+    }
+    async with Runtime(project_dir=tmp_path, environ={}, config={"WorkflowStore": table}) as rt:
+        await rt.start(WorkflowStore)
+        store = rt.instances()["WorkflowStore"]
+        assert isinstance(store, WorkflowStore)
+        assert store.services.retry == PersistenceRetry(
+            delay_seconds=0.5, jitter_ratio=0.0, error_after_seconds=None
+        )
+    table["retry_jitter_ratio"] = 2
+    async with Runtime(project_dir=tmp_path, environ={}, config={"WorkflowStore": table}) as rt:
+        with pytest.raises(ConfigError, match="retry_jitter_ratio must be a number between 0"):
+            await rt.start(WorkflowStore)
