@@ -173,26 +173,31 @@ def _raw_default(obj: Any) -> Any:
 class _Slot:
     """How one declared type (the event's or the context's) becomes plain data and back."""
 
-    __slots__ = ("check", "dump", "fingerprint", "load", "name", "type")
+    __slots__ = ("check", "fingerprint", "load", "name", "plain", "serializer", "type")
 
     def __init__(self, tp: Any) -> None:
         self.type = tp
         self.name = _type_name(tp)
         self.check = instance_type(tp)
-        self.dump: Callable[[Any], Any]
+        #: pydantic's serializer of the type, or ``None`` when msgspec converts it (``plain``).
+        self.serializer: pydantic_core.SchemaSerializer | None = None
+        self.plain: Callable[[Any], Any] | None = None
         #: Validates data back into the type; raises ValueError (pydantic's or ours) if invalid.
         self.load: Callable[[Any], Any]
         if uses_msgspec(tp):
-            plain = plain_codec(tp)
-            self.dump, self.load = plain.dump, plain.load
+            codec = plain_codec(tp)
+            self.plain, self.load = codec.dump, codec.load
         else:
             adapter = _adapter(tp)
-            # warnings="error": a value of the wrong type fails here, not when it is resumed.
-            self.dump = functools.partial(
-                adapter.serializer.to_python, by_alias=True, warnings="error"
-            )
-            self.load = adapter.validate_python
+            self.serializer, self.load = adapter.serializer, adapter.validate_python
         self.fingerprint = type_fingerprint(tp)
+
+    def dump(self, value: Any) -> Any:
+        if self.serializer is not None:  # the common case, first
+            # warnings="error": a value of the wrong type fails here, not when it is resumed.
+            return self.serializer.to_python(value, by_alias=True, warnings="error")
+        assert self.plain is not None
+        return self.plain(value)
 
 
 class CheckpointCodec(Generic[EventT, ContextT]):
@@ -220,6 +225,7 @@ class CheckpointCodec(Generic[EventT, ContextT]):
         self.context_type_name = self._context.name
         self.event_fingerprint = self._event.fingerprint
         self.context_fingerprint = self._context.fingerprint
+        self._names: dict[tuple[str, ...], tuple[bytes, ...]] = {}
 
     def __repr__(self) -> str:
         return f"<CheckpointCodec event={self.event_type_name} context={self.context_type_name}>"
@@ -258,8 +264,16 @@ class CheckpointCodec(Generic[EventT, ContextT]):
                 self._dump("event", workflow_id, event),
             ],
         )
-        names = tuple(_pack(workflow_id, str(name)) for name in steps)
-        return WorkflowEncoder(self, workflow_id, head, tail, names)
+        return WorkflowEncoder(self, workflow_id, head, tail, self._step_names(tuple(steps)))
+
+    def _step_names(self, steps: tuple[str, ...]) -> tuple[bytes, ...]:
+        """The step names, packed once per minion's steps (not once per workflow)."""
+        packed = self._names.get(steps)
+        if packed is None:
+            packed = tuple(_pack("-", str(name)) for name in steps)
+            if len(self._names) < 64:  # a codec serves the few minions of one type pair
+                self._names[steps] = packed
+        return packed
 
     def _dump(self, what: str, workflow_id: str, value: Any) -> Any:
         slot = self._event if what == "event" else self._context
