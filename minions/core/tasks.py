@@ -40,7 +40,7 @@ CANCEL_GRACE = 1.0
 class BackgroundTasks:
     """The background tasks of one component incarnation (see the module docstring)."""
 
-    __slots__ = ("_closed", "_failed", "_tasks", "_waiter", "left_behind", "owner")
+    __slots__ = ("_closed", "_ending", "_failed", "_tasks", "_waiter", "left_behind", "owner")
 
     def __init__(self, owner: str) -> None:
         self.owner = owner
@@ -49,6 +49,8 @@ class BackgroundTasks:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._failed: tuple[str, BaseException] | None = None
         self._waiter: asyncio.Future[None] | None = None
+        #: run() has ended (or is being cancelled): a failure now can only be reported.
+        self._ending = False
         self._closed = False
 
     def __repr__(self) -> str:
@@ -102,8 +104,9 @@ class BackgroundTasks:
         exc = task.exception()
         if exc is None:
             return
-        if self._failed is not None or self._closed:
-            # The component is already ending (crashed, or stopping): report, nothing more.
+        if self._failed is not None or self._ending:
+            # The component is already ending (crashed, stopping, or its run() returned):
+            # report, nothing more.
             log.error(
                 "component.task_failed",
                 component=self.owner,
@@ -124,8 +127,13 @@ class BackgroundTasks:
                 self._waiter.set_result(None)
         return self._waiter
 
+    def end(self) -> None:
+        """The component's run() has ended: a task failing from now on is only reported."""
+        self._ending = True
+
     def cancel(self) -> None:
         """Cancel every running task, without waiting for them."""
+        self._ending = True
         for task in self._tasks:
             task.cancel()
 
@@ -176,6 +184,7 @@ async def run_supervised(tasks: BackgroundTasks, run: Callable[[], Awaitable[Non
             raise  # a stop (or run()'s own cancellation): not the background task's doing
     finally:
         failed.remove_done_callback(crash)
+        tasks.end()
     if crashed:
         me.uncancel()  # the cancellation was ours, and is answered by raising the failure
         tasks.cancel()

@@ -307,3 +307,28 @@ async def test_safe_create_task_takes_a_coroutine() -> None:
     """Passing the function instead of calling it is a TypeError that shows how to call it."""
     with pytest.raises(TypeError, match=r"call the async function"):
         Tidy().safe_create_task(Tidy().answer)  # type: ignore[arg-type]
+
+
+class Brief(Minion):
+    """Its run() returns at once, leaving a task behind that fails."""
+
+    async def run(self) -> None:
+        self.safe_create_task(self.boom(), name="late-boom")
+
+    async def boom(self) -> None:
+        raise LookupError("nothing to look up")
+
+
+async def test_a_task_failing_after_run_returned_is_logged_not_lost(
+    tmp_path: Path, logs: Logs
+) -> None:
+    """A minion whose run() returned has completed; a task of it failing afterwards cannot
+    crash it any more, and is logged rather than lost."""
+    async with runtime(tmp_path, FakeClock()) as rt:
+        await rt.start(Brief)
+        await logs.until(lambda: bool(logs.of("component.task_failed")))
+        (failed,) = logs.of("component.task_failed")
+        assert (failed["component"], failed["task"]) == ("Brief", "late-boom")
+        assert failed["reason"] == "LookupError: nothing to look up"
+        await logs.until(lambda: rt.status()["Brief"].state is ComponentState.COMPLETED)
+    assert rt.status()["Brief"].crashes == 0
