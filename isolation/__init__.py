@@ -12,8 +12,10 @@ from ._errors import RemoteError as RemoteError
 from ._errors import SerializationError as SerializationError
 from ._exit import ChildExit as ChildExit
 from ._interface import RemoteMethod as RemoteMethod
+from ._interface import check_remote_interface as check_remote_interface
 from ._interface import remote_interface as remote_interface
 from ._limits import Isolation as Isolation
+from ._platform import unsupported_reason as unsupported_reason
 from ._process import ChildProcess as ChildProcess
 from ._process import ChildState as ChildState
 from ._process import spawn as spawn
@@ -46,8 +48,10 @@ __all__ = [
     "RemoteMethod",
     "SerializationError",
     "Zygote",
+    "check_remote_interface",
     "reference",
     "remote_interface",
     "resolve",
     "spawn",
+    "unsupported_reason",
 ]

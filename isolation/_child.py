@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import logging
 import os
 import sys
 import traceback
@@ -74,6 +75,7 @@ class _Child:
         self._interval: float = self._limits["heartbeat_interval"]
         self._timeout: float = self._limits["heartbeat_timeout"]
         self._max_frame: int | None = config.get("max_frame_bytes")
+        self._log_level: int = config.get("log_level", logging.INFO)
         self._init: asyncio.Future[Mapping[str, Any]] = loop.create_future()
         if config.get("init") is not None:
             # Small enough to come with the job: no round trip to the parent before building.
@@ -90,7 +92,11 @@ class _Child:
             peer = self._peer = Peer(
                 socket, component=self._component, on_control=self._on_control, **kwargs
             )
-            forward_logs(lambda event: peer.send_control("log", event), asyncio.get_running_loop())
+            forward_logs(
+                lambda event: peer.send_control("log", event),
+                asyncio.get_running_loop(),
+                level=self._log_level,
+            )
             receiver = asyncio.create_task(peer.run())
             beats = asyncio.create_task(self._heartbeats(peer))
             try:

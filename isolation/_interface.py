@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from functools import cache
 from typing import Any
 
+from ._channel import LIFECYCLE
 from ._codec import MethodCodec
 
-__all__ = ["RemoteMethod", "explain_unreachable", "remote_interface"]
+__all__ = ["RemoteMethod", "check_remote_interface", "explain_unreachable", "remote_interface"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +40,13 @@ def remote_interface(cls: type, exclude: Collection[str] = ()) -> Mapping[str, R
     if not isinstance(cls, type):
         raise TypeError(f"expected a class for the remote interface, got {cls!r}")
     return _interface(cls, frozenset(exclude))
+
+
+def check_remote_interface(cls: type) -> None:
+    """Raise the :class:`~isolation.SerializationError` that building a proxy of ``cls`` (or
+    serving it) would raise in a child, naming the method, the parameter and the type; return
+    if every value of its remote interface can cross. Lifecycle hooks are not part of it."""
+    remote_interface(cls, LIFECYCLE)
 
 
 @cache

@@ -5,6 +5,8 @@ stdlib root logger, and a final structlog processor. Each event becomes a flat d
 types (``event``, ``level``, ``logger``, ``timestamp`` and the event's own keys; values msgpack
 cannot carry are sent as their ``repr``) and leaves as a ``log`` control message. The parent's
 runtime renders and files it under the component's name; nothing is written in the child.
+Only events at or above the parent's level are sent (``level``, which the parent puts in the
+child's job): a debug event the parent would drop costs no message.
 
 Log calls may come from any thread of the child, but the channel belongs to the event loop's
 thread, so other threads hand their events over with ``call_soon_threadsafe``.
@@ -28,6 +30,18 @@ __all__ = ["default_log_sink", "forward_logs", "to_plain"]
 Send = Callable[[dict[str, Any]], None]
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None), bytes)
+#: structlog's method names, by level ("exception" logs at error; "msg" and "log" at info).
+_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "msg": logging.INFO,
+    "warning": logging.WARNING,
+    "warn": logging.WARNING,
+    "error": logging.ERROR,
+    "exception": logging.ERROR,
+    "critical": logging.CRITICAL,
+    "fatal": logging.CRITICAL,
+}
 
 
 def to_plain(value: Any, depth: int = 0) -> Any:
@@ -61,8 +75,9 @@ class _ForwardingHandler(logging.Handler):
             self.handleError(record)
 
 
-def forward_logs(send: Send, loop: asyncio.AbstractEventLoop) -> None:
-    """Send every stdlib logging and structlog event of this process through ``send``."""
+def forward_logs(send: Send, loop: asyncio.AbstractEventLoop, *, level: int) -> None:
+    """Send every stdlib logging and structlog event of this process at ``level`` or above
+    through ``send``."""
     loop_thread = threading.get_ident()
 
     def send_from_any_thread(event: dict[str, Any]) -> None:
@@ -78,9 +93,14 @@ def forward_logs(send: Send, loop: asyncio.AbstractEventLoop) -> None:
         # Inherited handlers write to the parent's files and streams, whose descriptors this
         # process no longer has.
         root.removeHandler(handler)
-    root.addHandler(_ForwardingHandler(send_from_any_thread))
+    handler = _ForwardingHandler(send_from_any_thread)
+    handler.setLevel(level)  # also for loggers whose own level is lower than the root's
+    root.addHandler(handler)
+    root.setLevel(level)
 
     def forward(_: Any, method_name: str, event_dict: MutableMapping[str, Any]) -> Any:
+        if _LEVELS.get(method_name, logging.CRITICAL) < level:
+            raise structlog.DropEvent
         event = dict(event_dict)
         event.setdefault("level", method_name)
         event.setdefault("timestamp", time.time())

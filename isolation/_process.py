@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import enum
 import hmac
+import logging
 import os
 import secrets
 import signal
@@ -36,8 +37,15 @@ import msgpack  # type: ignore[import-untyped]  # ships no type information
 import zmq
 
 from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, LIFECYCLE
-from ._errors import ChildStartError, ComponentCrashed, ErrorReport, ProtocolError
+from ._errors import (
+    ChildStartError,
+    ComponentCrashed,
+    ErrorReport,
+    ProtocolError,
+    SerializationError,
+)
 from ._exit import ChildExit, describe_status
+from ._interface import remote_interface
 from ._logs import default_log_sink
 from ._output import OutputPump, default_output_sink
 from ._rpc import Peer
@@ -83,7 +91,9 @@ async def spawn(
     it is READY.
 
     ``on_log(component, event)`` receives the child's log events and ``on_output(component,
-    stream, line)`` its stdout and stderr lines (by default both are logged here). Raises
+    stream, line)`` its stdout and stderr lines (by default both are logged here). The child
+    forwards only the events at or above the level this process's root logger is at when it is
+    spawned: what would be dropped here is not sent. Raises
     ``ChildStartError`` (with the child's traceback when it has one) if the child cannot be
     forked, fails to import or build its component, or is not READY within
     ``spec.isolation.start_timeout``.
@@ -114,6 +124,7 @@ async def spawn(
             "heartbeat_interval": limits.heartbeat_interval,
             "heartbeat_timeout": limits.heartbeat_timeout,
         },
+        "log_level": logging.getLogger().getEffectiveLevel(),
         "init": init if inline else None,
     }
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
@@ -161,7 +172,9 @@ def _service_classes(spec: ChildSpec, services: Mapping[str, object]) -> dict[st
     for name, class_name in spec.services.items():
         try:
             cls = resolve(class_name, what=f"service {name!r} of {spec.component}")
-        except ImportError as exc:
+            # Checked here, before anything is forked: the child builds its proxies from it.
+            remote_interface(cls, LIFECYCLE)
+        except (ImportError, SerializationError) as exc:
             raise ChildStartError(f"cannot start {spec.component}: {exc}") from exc
         classes[name] = cls
     return classes

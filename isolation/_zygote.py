@@ -47,6 +47,7 @@ import zmq.asyncio
 from ._errors import ChildStartError, IsolationError
 from ._fork import shed_parent_state
 from ._lifeline import die_with_parent
+from ._platform import unsupported_reason
 from ._zygote_loop import MAX_MESSAGE_BYTES, ZygoteLoop, pack, unpack, warm_codecs
 
 __all__ = ["Adopted", "ExitStatus", "Forked", "Zygote"]
@@ -120,6 +121,9 @@ class Zygote:
         zygote keeps one child forked and warmed up ahead of time, which makes a start or
         restart several times faster for the memory of one idle process.
         """
+        problem = unsupported_reason()
+        if problem is not None:
+            raise IsolationError(problem)
         private_dir = _make_private_dir(Path(run_dir))
         warm_codecs()
         parent_end, zygote_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

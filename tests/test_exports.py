@@ -69,7 +69,8 @@ PROMISED = {
         "ChildExit", "ChildProcess", "ChildSpec", "ChildStartError", "ChildState",
         "ComponentCrashed", "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_STREAM_CREDIT", "Isolation",
         "IsolationError", "Peer", "PeerState", "PeerStatistics", "ProtocolError", "RemoteError",
-        "RemoteMethod", "SerializationError", "Zygote", "reference", "remote_interface", "resolve",
+        "RemoteMethod", "SerializationError", "Zygote", "check_remote_interface", "reference",
+        "remote_interface", "resolve", "unsupported_reason",
     ],
 }  # fmt: skip
 

@@ -90,6 +90,31 @@ _ACTIVE = frozenset(
 )
 
 
+HOOKS = ("startup", "run", "shutdown")
+
+
+def _check_hooks(cls: type[Component]) -> None:
+    """Reject a hook defined without ``async``: the runtime awaits hooks on its event loop, so a
+    plain ``def run(self)`` that loops would block every other component and the signal
+    handlers, and one that returns would be a coroutine-less call the runtime cannot await."""
+    for name in HOOKS:
+        hook = cls.__dict__.get(name)
+        if not inspect.isfunction(hook):
+            continue  # not defined here, or not a plain function (left to fail when awaited)
+        if inspect.iscoroutinefunction(hook) or inspect.iscoroutinefunction(inspect.unwrap(hook)):
+            continue
+        if inspect.isasyncgenfunction(hook):
+            raise DefinitionError(
+                f"{cls.__qualname__}.{name}() is an async generator (it yields): define it as "
+                f"'async def {name}(self) -> None', without yield; the runtime awaits it"
+            )
+        raise DefinitionError(
+            f"{cls.__qualname__}.{name}() is not async: define it as 'async def {name}(self) -> "
+            f"None'. The runtime awaits {name}() on its event loop, which a plain function that "
+            "loops would freeze, every other component and the handling of signals with it"
+        )
+
+
 class Component:
     """Base of :class:`Resource` and :class:`Minion`; not subclassed directly."""
 
@@ -106,6 +131,7 @@ class Component:
         )
         _check_final(cls)
         super().__init_subclass__()
+        _check_hooks(cls)
 
     async def startup(self) -> None:
         """Prepare the component; called once its dependencies are running."""

@@ -15,11 +15,12 @@ component, the field and where the value came from.
 
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -95,6 +96,62 @@ class ConfigSource:
             raise ConfigError(
                 f"invalid configuration for {component}: {problems}. Fix {where}"
             ) from exc
+
+    def unmatched(
+        self,
+        components: Mapping[str, bool],
+        environ: Mapping[str, str],
+        *,
+        reserved: Collection[str],
+    ) -> list[str]:
+        """Warnings, one per table and per ``MINIONS_<X>__...`` variable that nothing reads: it
+        names none of ``components`` (a typo), or one that declares no config. ``components``
+        maps each component's name to whether it declares a config; ``reserved`` tables
+        (``[minions]``) are not components' and are not reported."""
+        warnings: list[str] = []
+        known = sorted(components)
+        for table in sorted(set(self.tables) - set(reserved)):
+            if table in components:
+                if not components[table]:
+                    warnings.append(_no_config(f"the [{table}] table of {self.origin}", table))
+                continue
+            hint = _did_you_mean(table, known)
+            warnings.append(
+                f"the [{table}] table of {self.origin} names no component of this system, so "
+                f"nothing reads it{hint}; the components are: {', '.join(known) or 'none'}"
+            )
+        keys = {_env_key(name): name for name in components}
+        for variable in sorted(environ):
+            upper = variable.upper()
+            if not upper.startswith(ENV_PREFIX) or "__" not in upper[len(ENV_PREFIX) :]:
+                continue
+            owner = next((name for key, name in keys.items() if upper.startswith(key)), None)
+            if owner is not None:
+                if not components[owner]:
+                    warnings.append(_no_config(f"the environment variable {variable}", owner))
+                continue
+            prefix = upper[: upper.index("__", len(ENV_PREFIX)) + 2]
+            hint = _did_you_mean(prefix, list(keys))
+            warnings.append(
+                f"the environment variable {variable} names no component of this system "
+                f"({prefix}... would be a component's), so nothing reads it{hint}"
+            )
+        return warnings
+
+
+def _no_config(what: str, component: str) -> str:
+    return (
+        f"{what} is not read: {component} declares no config (give it one with "
+        f"'config: {component}Config', a pydantic model or dataclass)"
+    )
+
+
+def _did_you_mean(word: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    if not close:
+        lowered = {c.lower(): c for c in candidates}
+        close = [lowered[word.lower()]] if word.lower() in lowered else []
+    return f" (did you mean {close[0]}?)" if close else ""
 
 
 def _tables(data: Mapping[str, Any], origin: str) -> dict[str, Mapping[str, Any]]:

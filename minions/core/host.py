@@ -78,9 +78,10 @@ class IsolatedHosts(Protocol):
         ``startup()`` may create threads or connections that a fork would copy half-made."""
         ...
 
-    def check_redeploy(self, cls: type[Component]) -> None:
-        """Raise a :class:`~minions.RuntimeStateError` now if ``cls``'s code cannot be loaded
-        anew by its next incarnation."""
+    async def check_redeploy(self, node: Node, isolated: object) -> None:
+        """Raise now, before anything stops, if ``node``'s code cannot be loaded anew by its next
+        incarnation: a :class:`~minions.RuntimeStateError` if it has no source to load again, a
+        :class:`~minions.StartupError` with the reason if the new code fails to load."""
         ...
 
     def host(

@@ -4,7 +4,9 @@
 :class:`~minions.Runtime` keep their own logging set-up. Once configured:
 
 * on a terminal, readable lines on stderr; otherwise (a pipe, a service manager) JSON lines;
-* always JSON lines in ``<project>/.minions/logs/minions.log``;
+* always JSON lines in ``<project>/.minions/logs/minions.log``, rotated by size: when it would
+  pass ``max_bytes`` it becomes ``minions.log.1`` (the older ones shift to ``.2`` ...), and the
+  ``backups`` newest rotated files are kept;
 * every event logged while a component runs carries ``component=<name>``, including events that
   user code logs through ``structlog.get_logger()`` or the standard ``logging`` module;
 * lifecycle events are named ``component.starting|started|crashed|restarting|stopped|given_up``.
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 import logging
+import logging.handlers
 import sys
 from pathlib import Path
 from typing import Any, TextIO
@@ -20,7 +23,25 @@ from typing import Any, TextIO
 import structlog
 
 LOG_FILE_NAME = "minions.log"
+#: The log levels Minions knows, lowest first (the names of the standard library's levels).
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+#: The log file rotates when it would grow past this many bytes...
+DEFAULT_LOG_MAX_BYTES = 10 * 1024 * 1024
+#: ...and this many rotated files are kept (``minions.log.1`` the newest).
+DEFAULT_LOG_BACKUPS = 10
 _HANDLER_MARK = "_minions_handler"
+
+
+def level_number(level: str | int) -> int:
+    """The standard library's number for ``level`` (a name of :data:`LOG_LEVELS`, any case, or a
+    number); a clear :class:`ValueError` for anything else."""
+    if isinstance(level, int) and not isinstance(level, bool):
+        return level
+    name = level.lower() if isinstance(level, str) else None
+    if name not in LOG_LEVELS:
+        raise ValueError(f"unknown log level {level!r}; use one of {', '.join(LOG_LEVELS)}")
+    number: int = logging.getLevelNamesMapping()[name.upper()]
+    return number
 
 
 def log_dir(project_dir: Path) -> Path:
@@ -33,12 +54,16 @@ def configure_logging(
     level: str | int = "info",
     stream: TextIO | None = None,
     json_console: bool | None = None,
+    max_bytes: int = DEFAULT_LOG_MAX_BYTES,
+    backups: int = DEFAULT_LOG_BACKUPS,
 ) -> Path | None:
     """Route structlog and stdlib logging to the console and the project's log file.
 
-    Returns the log file's path (``None`` when ``project_dir`` is ``None``). Calling it again
-    replaces the handlers it installed before.
+    The file rotates when it would pass ``max_bytes`` (``0``: never), keeping ``backups``
+    rotated files. Returns the log file's path (``None`` when ``project_dir`` is ``None``).
+    Calling it again replaces the handlers it installed before.
     """
+    number = level_number(level)
     stream = stream if stream is not None else sys.stderr
     if json_console is None:
         json_console = not _isatty(stream)
@@ -78,10 +103,12 @@ def configure_logging(
     if project_dir is not None:
         path = log_dir(project_dir) / LOG_FILE_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.FileHandler(path, encoding="utf-8")
+        file_handler = logging.handlers.RotatingFileHandler(
+            path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
+        )
         file_handler.setFormatter(_formatter(shared, json_renderer))
         _install(root, file_handler)
-    root.setLevel(level.upper() if isinstance(level, str) else level)
+    root.setLevel(number)
     return path
 
 

@@ -146,6 +146,29 @@ class Runtime:
         starts, or a :class:`~minions.StartupError` after stopping what this call started.
         Components already running are left as they are, so ``start`` can add to a system.
         """
+        roots, graph, configs, new_cells = self._plan(components)
+        self._configs.update(configs)
+        if any(cell.isolated for cell in new_cells.values()):
+            self._isolated_hosts().prepare()
+        await self._attach_extensions()
+        try:
+            await self._supervisor.start(graph, new_cells, graph.closure(components))
+        except StartupError:
+            for cls in configs:  # the supervisor forgot these components; so does the runtime
+                del self._configs[cls]
+            raise
+        self._roots = roots
+
+    def check(self, *components: type[Component]) -> None:
+        """Raise the :class:`~minions.DefinitionError` that :meth:`start` would raise for
+        ``components`` (a bad graph, options, config, or isolation), without starting anything.
+        """
+        self._plan(components)
+
+    def _plan(
+        self, components: Sequence[type[Component]]
+    ) -> tuple[list[type[Component]], Graph, dict[type[Any], object | None], dict[type[Any], Cell]]:
+        """The roots, graph, new configs and new cells of a start of ``components``."""
         roots = list(self._roots)
         roots.extend(c for c in components if c not in roots)
         graph = build_graph(roots)
@@ -163,17 +186,7 @@ class Runtime:
                 else None
             )
             new_cells[node.cls] = self._new_cell(node)
-        self._configs.update(configs)
-        if any(cell.isolated for cell in new_cells.values()):
-            self._isolated_hosts().prepare()
-        await self._attach_extensions()
-        try:
-            await self._supervisor.start(graph, new_cells, graph.closure(components))
-        except StartupError:
-            for cls in configs:  # the supervisor forgot these components; so does the runtime
-                del self._configs[cls]
-            raise
-        self._roots = roots
+        return roots, graph, configs, new_cells
 
     async def restart(self, component: ComponentRef) -> None:
         """Restart one component, stopping its dependents first and starting them after it."""
@@ -182,10 +195,12 @@ class Runtime:
     async def redeploy(self, component: ComponentRef) -> None:
         """Restart an isolated component in a fresh child that executes its module anew.
 
-        The new code runs from then on, restarts after crashes included; dependents restart
-        as with :meth:`restart`, and everything else keeps running. An in-process component
-        cannot be redeployed (its code is this process's): that is a
-        :class:`~minions.RuntimeStateError`.
+        The new code is loaded once first, in a throwaway child: if it fails to load (a syntax
+        error, an exception at import, a class that is gone), that is a
+        :class:`~minions.StartupError` and nothing was stopped. Otherwise the new code runs from
+        then on, restarts after crashes included; dependents restart as with :meth:`restart`,
+        and everything else keeps running. An in-process component cannot be redeployed (its
+        code is this process's): that is a :class:`~minions.RuntimeStateError`.
         """
         cls = self._resolve(component)
         cell = next(c for c in self._supervisor.cells if c.node.cls is cls)
@@ -195,7 +210,11 @@ class Runtime:
                 f"can be redeployed (their child imports the new code). Mark it isolated=True, "
                 f"or restart the program to load new code"
             )
-        self._isolated_hosts().check_redeploy(cls)  # refused before anything stops
+        # Refused, or the new code failed to load, before anything stops: the running
+        # incarnation is left as it is.
+        await self._isolated_hosts().check_redeploy(
+            cell.node, self._options_for(cell.node).isolated
+        )
         self._redeployed.add(cls)
         log.info("component.redeploying", component=cell.name)
         await self._supervisor.restart(cls)

@@ -16,7 +16,8 @@ class ComponentStatus:
     ``crash_causes`` counts the crashes by a short cause: ``raised`` (``run()`` raised),
     ``cancelled``, ``returned`` (a resource's ``run()`` ended), ``startup`` (construction or
     ``startup()`` failed) and, for an isolated component, how its child ended: ``died``,
-    ``hung``, ``protocol``, ``memory``, ``cpu``.
+    ``hung``, ``protocol``, ``memory``, ``cpu``. ``ended_by_crash`` is true for a component
+    whose last incarnation crashed and whose policy did not restart it (``temporary``).
     """
 
     name: str
@@ -29,6 +30,7 @@ class ComponentStatus:
     isolated: bool
     pid: int | None  # the child process of an isolated component
     crash_causes: Mapping[str, int] = field(default_factory=dict, hash=False)
+    ended_by_crash: bool = False
 
     def __str__(self) -> str:
         text = f"{self.name} ({self.kind}) {self.state.value}, {self.restarts} restarts"

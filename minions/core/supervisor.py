@@ -81,6 +81,7 @@ class Cell:
             isolated=self.isolated,
             pid=self.host.pid if self.host is not None and self.state is _S.RUNNING else None,
             crash_causes=dict(self.crash_causes),
+            ended_by_crash=self.ended_by_crash and self.state is _S.STOPPED,
         )
 
     def count_crash(self, cause: str) -> None:

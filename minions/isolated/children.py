@@ -9,16 +9,30 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Callable, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
 import structlog
 
-from isolation import ChildProcess, ChildSpec, ChildStartError, Isolation, Zygote, reference, spawn
+from isolation import (
+    ChildProcess,
+    ChildSpec,
+    ChildStartError,
+    Isolation,
+    SerializationError,
+    Zygote,
+    check_remote_interface,
+    reference,
+    spawn,
+    unsupported_reason,
+)
 
+from ..core.component import Component
 from ..core.errors import ComponentOptionsError, StartupError
 from ..core.graph import Node
+from ..core.logs import LOG_LEVELS, level_number
+from .code import CHECK_FACTORY, check_payload
 
 log = structlog.get_logger("minions")
 
@@ -34,14 +48,35 @@ def isolation_of(node: Node, isolated: object) -> Isolation:
     )
 
 
-def check_isolatable(node: Node, isolated: object) -> None:
-    """Raise a DefinitionError now if ``node`` cannot run in a child process."""
+def check_isolatable(
+    node: Node, isolated: object, *, proxied: Collection[type], served: type | None
+) -> None:
+    """Raise a DefinitionError now if ``node`` cannot run in a child process: on this platform,
+    with these options, or because a value of an interface that would cross the boundary cannot
+    — that of ``served`` (the component's own class, which its dependents call through a proxy)
+    or of a dependency in ``proxied`` (which the child calls through a proxy) — naming the
+    method and the type."""
     isolation_of(node, isolated)
+    problem = unsupported_reason()
+    if problem is not None:
+        raise ComponentOptionsError(f"{node.name} cannot be isolated: {problem}")
     for cls in (node.cls, *node.dependency_classes):
         try:
             reference(cls)
         except ValueError as exc:
             raise ComponentOptionsError(f"{node.name} cannot be isolated: {exc}") from None
+    crossing = [*([served] if served is not None else []), *proxied]
+    for cls in crossing:
+        try:
+            check_remote_interface(cls)
+        except SerializationError as exc:
+            if cls is served:
+                role = "its own methods are called through a proxy"
+            else:
+                role = f"it calls its dependency {cls.__qualname__} through a proxy"
+            raise ComponentOptionsError(
+                f"{node.name} cannot be isolated: {role}, and {exc}"
+            ) from None
 
 
 class Zygotes:
@@ -90,15 +125,77 @@ async def spawn_child(
         raise StartupError(name, f"{name} failed to start in its child: {exc}") from exc
 
 
+async def check_new_code(
+    zygotes: Zygotes, node: Node, isolated: object, code_of: type[Component]
+) -> None:
+    """Load the new code of ``code_of`` (``node``'s class, or the user's class behind it) in a
+    throwaway child (:func:`~minions.isolated.code.check_in_child`) and raise a
+    :class:`StartupError` saying why, if it does not load; nothing else is touched."""
+    isolation = isolation_of(node, isolated)
+    spec = ChildSpec(
+        component=node.name,
+        factory=CHECK_FACTORY,
+        payload=check_payload(code_of, reference(code_of)),
+        isolation=isolation,
+    )
+    try:
+        child = await spawn_child(zygotes, node.name, spec, {})
+    except StartupError as exc:
+        cause = exc.__cause__ if isinstance(exc.__cause__, ChildStartError) else exc
+        raise StartupError(
+            node.name,
+            f"cannot redeploy {node.name}: its new code does not load ({cause}); the running "
+            f"{node.name} was left as it is. Fix the code and redeploy again",
+        ) from None
+    try:
+        async with asyncio.timeout(isolation.start_timeout):
+            await child.wait()  # its run() returns at once
+    except TimeoutError:
+        pass  # loaded fine; it is only slow to go: stopped below
+    finally:
+        await child.stop(isolation.stop_timeout)
+
+
+#: The logger every child's events are logged with here: never one named by the child.
+child_log = structlog.get_logger("minions.child")
+_LEVELS = {name: level_number(name) for name in LOG_LEVELS}
+#: Bounds on what a child's event may make this process log (the frame size bounds the rest).
+_MAX_NAME = 200
+_MAX_FIELDS = 64
+#: Keys the logging machinery here would act on rather than print.
+_RESERVED = frozenset({"exc_info", "stack_info", "positional_args", "component", "child_logger"})
+
+
 def _forward_log(component: str, event: dict[str, Any]) -> None:
+    """Log a child's event here, under the component's name, at the level it claims if that is
+    one of :data:`~minions.core.logs.LOG_LEVELS` (else at warning, saying so). The child's
+    logger name, an untrusted string, goes into the ``child_logger`` field, cut to length."""
     fields = dict(event)
-    name = str(fields.pop("event", "child.log"))
-    level = str(fields.pop("level", "info"))
-    logger = structlog.get_logger(str(fields.pop("logger", "minions")))
+    name = _bounded(fields.pop("event", "child.log"))
+    claimed = fields.pop("level", "info")
+    level = _LEVELS.get(claimed) if isinstance(claimed, str) else None
+    if level is None:
+        level = _LEVELS["warning"]
+        fields["bad_level"] = _bounded(repr(claimed))
+    logger_name = fields.pop("logger", None)
     fields.pop("timestamp", None)
-    fields["component"] = component
-    method: Callable[..., Any] = getattr(logger, level, logger.info)
-    method(name, **fields)
+    kept: dict[str, Any] = {}
+    for key, value in fields.items():
+        if len(kept) >= _MAX_FIELDS:
+            kept["fields_dropped"] = len(fields) - _MAX_FIELDS
+            break
+        key = _bounded(str(key))
+        if key.startswith("_") or key in _RESERVED:
+            key = f"child_{key.lstrip('_')}"
+        kept[key] = value
+    if logger_name is not None:
+        kept["child_logger"] = _bounded(str(logger_name))
+    child_log.log(level, name, component=component, **kept)
+
+
+def _bounded(text: object) -> str:
+    shown = text if isinstance(text, str) else repr(text)
+    return shown if len(shown) <= _MAX_NAME else shown[:_MAX_NAME] + "..."
 
 
 def _forward_output(component: str, stream: str, line: str) -> None:

@@ -11,6 +11,13 @@ timestamp's resolution), or into a new module for a component defined in the pro
 module is executed again; the modules it imports, and the types the rest of the system shares
 with it, stay as they are. While it runs, :func:`reexecuting` is true, so that a top-level
 ``run(...)`` call in the module does not start a second system inside the child.
+
+Before anything stops, a redeploy loads the new code once in a throwaway child of the zygote
+(:func:`check_in_child`): the module executed anew, the class found again and still a
+component of the same kind, with dependencies the system can give it and, for a workflow
+minion, the same steps. New code that fails this
+(a syntax error, an exception at import, a class that is gone or no longer a valid component)
+fails the redeploy with that error, and the running child is left as it was.
 """
 
 from __future__ import annotations
@@ -24,9 +31,23 @@ import types
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from ..core.component import Component, component_kind
 from ..core.errors import RuntimeStateError
+from ..core.graph import declared_dependencies
+from ..workflows.steps import step_names
 
-__all__ = ["REDEPLOYED_MAIN", "fresh_class", "fresh_source", "reexecuting"]
+__all__ = [
+    "CHECK_FACTORY",
+    "REDEPLOYED_MAIN",
+    "check_in_child",
+    "check_payload",
+    "fresh_class",
+    "fresh_source",
+    "reexecuting",
+]
+
+#: The factory of the throwaway child that checks a redeploy's new code.
+CHECK_FACTORY = "minions.isolated.code:check_in_child"
 
 #: The module name a program file's code is executed under when it is redeployed.
 REDEPLOYED_MAIN = "__minions_main__"
@@ -83,6 +104,54 @@ def fresh_class(component: str, fresh: Mapping[str, str]) -> Any:
                 f"{qualname} is no longer defined in {path}; it cannot be redeployed"
             ) from None
     return target
+
+
+def check_payload(cls: type[Component], component: str) -> dict[str, Any]:
+    """What :func:`check_in_child` needs to check the new code of ``cls`` (named
+    ``"module:qualname"`` as ``component``)."""
+    return {
+        "component": component,
+        "fresh": fresh_source(cls),
+        "kind": component_kind(cls),
+        "dependencies": sorted(dep.name for dep in declared_dependencies(cls)),
+        "steps": list(step_names(cls)),
+    }
+
+
+class _Checked:
+    """What the check child serves: nothing; its ``run()`` ends at once, and so does the child."""
+
+    async def run(self) -> None:
+        return None
+
+
+def check_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> object:
+    """The factory of a redeploy's check child: load the new code as the real child will, and
+    raise what would make it fail to start."""
+    new = fresh_class(payload["component"], payload["fresh"])
+    qualname = payload["component"].split(":")[1]
+    if not (isinstance(new, type) and issubclass(new, Component)):
+        raise ImportError(f"{qualname} is no longer a component class in the new code: {new!r}")
+    if component_kind(new) != payload["kind"]:
+        raise ImportError(
+            f"{qualname} is a {component_kind(new)} in the new code, but runs as a "
+            f"{payload['kind']}; restart the program to change what it is"
+        )
+    added = sorted({dep.name for dep in declared_dependencies(new)} - set(payload["dependencies"]))
+    if added:
+        raise ImportError(
+            f"{qualname} declares new dependencies in the new code ({', '.join(added)}); a "
+            "redeploy keeps the system's wiring: restart the program to add dependencies"
+        )
+    steps = list(step_names(new))
+    if steps != payload["steps"]:
+        raise ImportError(
+            f"the steps of {qualname} changed in the new code ({', '.join(steps) or 'none'}; "
+            f"running: {', '.join(payload['steps']) or 'none'}); keep the steps' names and "
+            "order for a redeploy, and change them with a restart of the program once the "
+            "workflows have drained"
+        )
+    return _Checked()
 
 
 @contextlib.contextmanager

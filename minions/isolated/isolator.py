@@ -14,16 +14,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..core.component import Component
 from ..core.graph import Node
 from ..core.host import Host
 from ..core.observer import CallObserver
 from ..core.policy import Policy
 from ..workflows.steps import step_names
-from .children import Zygotes, check_isolatable
-from .code import fresh_source
+from .children import Zygotes, check_isolatable, check_new_code
 from .component import IsolatedHost
-from .workflow import IsolatedWorkflowHost
+from .workflow import IsolatedWorkflowHost, remote_dependencies, user_class
 
 __all__ = ["Isolator"]
 
@@ -38,13 +36,19 @@ class Isolator:
         return f"<Isolator {self._zygotes!r}>"
 
     def check(self, node: Node, isolated: object) -> None:
-        check_isolatable(node, isolated)
+        if step_names(node.cls):
+            # The steps run in the child, called by the workflow loop here; the store and the
+            # pipeline stay here too, so only the other dependencies cross.
+            proxied = [bound for _, bound in remote_dependencies(node)]
+            check_isolatable(node, isolated, proxied=proxied, served=None)
+        else:
+            check_isolatable(node, isolated, proxied=node.dependency_classes, served=node.cls)
 
     def prepare(self) -> None:
         self._zygotes.get()
 
-    def check_redeploy(self, cls: type[Component]) -> None:
-        fresh_source(cls)
+    async def check_redeploy(self, node: Node, isolated: object) -> None:
+        await check_new_code(self._zygotes, node, isolated, user_class(node.cls))
 
     def host(
         self,

@@ -37,7 +37,7 @@ from isolation import ChildProcess, ChildSpec, ComponentCrashed, reference, reso
 
 from ..core.component import WorkflowHandle, tasks_of
 from ..core.errors import RuntimeStateError, StartupError
-from ..core.graph import Node, declared_config, declared_dependencies
+from ..core.graph import Dependency, Node, declared_config, declared_dependencies
 from ..core.host import Outcome, construct_with
 from ..core.policy import Policy
 from ..core.tasks import run_supervised, shutdown_supervised
@@ -166,12 +166,8 @@ class IsolatedWorkflowHost:
 
     async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None:
         node, user = self._node, user_class(self._node.cls)
-        parent_side = {
-            dep.name
-            for dep, bound in node.dependencies
-            if issubclass(bound, WorkflowStore) or _is_pipeline(bound)
-        }
-        remote = [(dep, bound) for dep, bound in node.dependencies if dep.name not in parent_side]
+        remote = remote_dependencies(node)
+        parent_side = {dep.name for dep, _ in node.dependencies} - {dep.name for dep, _ in remote}
         if config is None:
             config = node.cls.__dict__.get("config")  # a Gru binding's config
         payload: dict[str, Any] = {
@@ -277,8 +273,14 @@ class IsolatedWorkflowHost:
                 os.kill(self._child.pid, signal.SIGKILL)
 
 
-def _is_pipeline(cls: type[Any]) -> bool:
-    return issubclass(cls, Pipeline)
+def remote_dependencies(node: Node) -> list[tuple[Dependency, type[Any]]]:
+    """The dependencies a workflow minion's child reaches through proxies: all but its store
+    and its pipeline, which the workflow loop uses here, in the parent."""
+    return [
+        (dep, bound)
+        for dep, bound in node.dependencies
+        if not (issubclass(bound, WorkflowStore) or issubclass(bound, Pipeline))
+    ]
 
 
 def _dump(config: object | None) -> Any:

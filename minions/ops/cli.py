@@ -7,9 +7,16 @@ tuple of them, or a function that calls ``run(...)`` itself.
 The other commands operate the system running in a project folder — the current directory,
 ``--project DIR``, or ``$MINIONS_PROJECT_DIR`` — through its control socket
 (``minions.ops.control``): ``status`` (``--json``, ``--metrics``), ``top``, ``restart NAME``,
-``stop [NAME]``, ``redeploy NAME``; ``logs [NAME] [-f]`` reads the structured log file. A
-problem (no system, a stale socket, an unknown component, a refused or failed operation) is one
-line on stderr and exit status 1; a usage error is exit status 2.
+``stop [NAME]``, ``redeploy NAME``; ``logs [NAME] [-f]`` reads the structured log file (across
+its rotated files). A problem (no system, a stale socket, an unknown component, a refused or
+failed operation) is one line on stderr and exit status 1; a usage error is exit status 2;
+``status`` exits with 3 when a component has failed. Every status is in :mod:`.exits`.
+
+``minions run``'s options reach the program through the environment variables that
+:mod:`.settings` reads, so they apply the same whether the target is a program file that calls
+``run(...)`` itself or a ``package.module:attr``. A definition error raised while the program
+is loaded (a class that cannot be a component) is one line on stderr and exit status 78, as
+``run(...)`` reports one found at start.
 """
 
 from __future__ import annotations
@@ -28,15 +35,16 @@ from pathlib import Path
 from typing import Any
 
 from ..core.component import Component
-from ..core.logs import LOG_FILE_NAME, log_dir
+from ..core.errors import DefinitionError
+from ..core.logs import LOG_FILE_NAME, LOG_LEVELS, log_dir
 from ..core.runtime import default_project_dir
 from .client import ControlClient, ControlError, NoSystemError
+from .exits import EXIT_COMPONENT_FAILED, EXIT_DEFINITION, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from .log_reader import LogReader
-from .run import METRICS_PORT_ENV, run
+from .run import run
+from .settings import CONFIG_ENV, LOG_LEVEL_ENV, METRICS_PORT_ENV, STOP_AFTER_ENV
 from .top import render_status, run_top
 
-EXIT_ERROR = 1
-EXIT_USAGE = 2
 STATUS_TIMEOUT = 5.0
 OPERATION_TIMEOUT = 120.0
 
@@ -84,8 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     )
     run_cmd.add_argument("target", help="app.py, or package.module:attr")
     run_cmd.add_argument("--config", help="the config file (default: ./minions.toml if present)")
-    run_cmd.add_argument("--seconds", type=float, help="stop gracefully after this many seconds")
-    run_cmd.add_argument("--log-level", default="info")
+    run_cmd.add_argument("--seconds", type=_seconds, help="stop gracefully after this many seconds")
+    run_cmd.add_argument(
+        "--log-level",
+        type=str.lower,
+        choices=LOG_LEVELS,
+        help="the lowest level logged (default: info)",
+    )
     run_cmd.add_argument(
         "--metrics-port",
         type=int,
@@ -129,12 +142,37 @@ def _parser() -> argparse.ArgumentParser:
 # -- run ---------------------------------------------------------------------------------------
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more; got {text!r}")
+    return value
+
+
 def _run(args: argparse.Namespace) -> int:
     if args.project:
         os.environ["MINIONS_PROJECT_DIR"] = str(Path(args.project).resolve())
-    if args.metrics_port is not None:
-        # Read by run(), however the target calls it (a program file calls it itself).
-        os.environ[METRICS_PORT_ENV] = str(args.metrics_port)
+    # Read by run(), however the target calls it: a program file calls it itself.
+    for variable, value in (
+        (CONFIG_ENV, None if args.config is None else str(Path(args.config).resolve())),
+        (STOP_AFTER_ENV, args.seconds),
+        (LOG_LEVEL_ENV, args.log_level),
+        (METRICS_PORT_ENV, args.metrics_port),
+    ):
+        if value is not None:
+            os.environ[variable] = str(value)
+    try:
+        return _run_target(args)
+    except DefinitionError as exc:
+        # Raised while the program was loaded, when one of its classes was defined.
+        print(f"minions: {exc}", file=sys.stderr)
+        return EXIT_DEFINITION
+
+
+def _run_target(args: argparse.Namespace) -> int:
     target: str = args.target
     if target.endswith(".py") or os.path.sep in target:
         path = Path(target)
@@ -144,7 +182,7 @@ def _run(args: argparse.Namespace) -> int:
         sys.argv = [str(path), *args.args]
         sys.path.insert(0, str(path.resolve().parent))
         runpy.run_path(str(path), run_name="__main__")
-        return 0
+        return EXIT_OK
     module_name, _, attr = target.partition(":")
     if not attr:
         print(f"minions: {target!r} is neither a .py file nor package.module:attr", file=sys.stderr)
@@ -165,15 +203,15 @@ def _run(args: argparse.Namespace) -> int:
         components = list(obj)
     elif callable(obj):
         obj()
-        return 0
+        return EXIT_OK
     else:
         print(
             f"minions: {target} is not a component class, a list of them, or a function",
             file=sys.stderr,
         )
         return EXIT_USAGE
-    run(*components, config=args.config, stop_after=args.seconds, log_level=args.log_level)
-    return 0
+    run(*components)
+    return EXIT_OK
 
 
 # -- operating a running system ----------------------------------------------------------------
@@ -198,7 +236,17 @@ def _status(args: argparse.Namespace) -> int:
         print(json.dumps(status, indent=2))
     else:
         print(render_status(status, _width()))
-    return 0
+    return EXIT_COMPONENT_FAILED if failed_components(status) else EXIT_OK
+
+
+def failed_components(status: dict[str, Any]) -> list[str]:
+    """The components of a ``status`` answer that have failed: given up, or crashed and not
+    restarted (what makes ``run()`` exit with status 1 when the system stops)."""
+    return [
+        str(row.get("name"))
+        for row in status.get("components", [])
+        if row.get("state") == "failed" or row.get("ended_by_crash")
+    ]
 
 
 def _top(args: argparse.Namespace) -> int:
@@ -248,12 +296,12 @@ def _describe(row: dict[str, Any]) -> str:
 def _logs(args: argparse.Namespace) -> int:
     project = _project(args)
     path = log_dir(project) / LOG_FILE_NAME
-    if not path.is_file():
+    reader = LogReader(path, args.name, raw=args.json)
+    if not reader.files():
         raise ControlError(
             f"no log file at {path}: a system writes it when it runs in {project} "
             "(or pass --project DIR)"
         )
-    reader = LogReader(path, args.name, raw=args.json)
     if args.name is not None:
         known = reader.components() | _running_components(project)
         if args.name not in known:

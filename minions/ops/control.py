@@ -22,8 +22,12 @@ answers while a restart is under way); the runtime applies structural changes on
 once everything has stopped, just before the socket closes.
 
 A socket file nobody listens on (the system was killed) is *stale*: connecting to it is
-refused. The server replaces a stale one at start; if another live system already answers on
-it, the server logs ``control.unavailable`` and the runtime runs without a control socket.
+refused. A system started by :func:`minions.run` holds the project lock (``minions.ops.lock``)
+before its server opens, so whatever socket file the server finds then is stale by definition
+(only the lock's holder listens there) and is replaced without being probed. A server given no
+lock (a ``Runtime`` embedded with ``ControlServer()``) probes the file: it replaces a stale one,
+and if another live system already answers on it, it logs ``control.unavailable`` and the
+runtime runs without a control socket.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import zmq.asyncio
 from ..core.errors import MinionsError, RuntimeStateError, StartupError, UnknownComponentError
 from ..core.runtime import Runtime
 from ..core.status import ComponentStatus
+from .lock import ProjectLock
 from .metrics import MetricsEndpoint
 from .usage import Usage, UsageSampler
 
@@ -109,6 +114,7 @@ class ControlServer:
 
     ``on_stop`` is called for ``minions stop`` without a name (``run()`` passes its graceful
     stop); without it the runtime is stopped directly. ``metrics`` answers ``status --metrics``.
+    ``lock`` is the project lock the system holds, if any (see the module docstring).
     """
 
     def __init__(
@@ -116,9 +122,11 @@ class ControlServer:
         *,
         on_stop: Callable[[], None] | None = None,
         metrics: MetricsEndpoint | None = None,
+        lock: ProjectLock | None = None,
     ) -> None:
         self._on_stop = on_stop
         self._metrics = metrics
+        self._lock = lock
         self._runtime: Runtime | None = None
         self._context: zmq.asyncio.Context | None = None
         self._socket: zmq.asyncio.Socket | None = None
@@ -187,6 +195,11 @@ class ControlServer:
         if not _fits(path):
             self._private_dir = Path(tempfile.mkdtemp(prefix="minions-control-"))
             path = self._private_dir / SOCKET_NAME
+        elif path.exists() and self._lock is not None and self._lock.held:
+            try:
+                path.unlink(missing_ok=True)  # stale: only the lock's holder (us) listens there
+            except OSError as exc:
+                raise ControlUnavailable(f"cannot replace the stale socket {path}: {exc}") from exc
         elif path.exists():
             try:
                 alive = probe(path)
@@ -356,6 +369,7 @@ def status_row(status: ComponentStatus, usage: Usage | None, now: datetime) -> d
         "cpu_percent": usage.cpu_percent if usage is not None else None,
         "rss_bytes": usage.rss_bytes if usage is not None else None,
         "last_error": status.last_error,
+        "ended_by_crash": status.ended_by_crash,
     }
 
 

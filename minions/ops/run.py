@@ -5,18 +5,21 @@ every minion has finished, the optional ``stop_after`` delay has passed, or SIGI
 arrives. The first signal stops everything gracefully in reverse dependency order; a second one
 forces the stop (no more waiting for stop timeouts or ``shutdown()`` hooks).
 
-It returns after a clean stop. Otherwise it raises :class:`SystemExit` so that the program's
-exit status tells a service manager what happened: 1 when a component was given up, or crashed
-and was not restarted (``restart="temporary"``), 128 + the signal number when a second signal
-forced the stop. Definition errors (a cycle, a missing
-dependency, invalid config) are raised before anything starts.
+It returns after a clean stop. Otherwise it raises :class:`SystemExit` with one of the statuses
+of :mod:`minions.ops.exits`, so that a service manager can tell what happened: 1 when a
+component was given up, failed to start, or crashed and was not restarted
+(``restart="temporary"``); 78 for a definition or configuration error, reported as one line on
+stderr before anything starts; 75 when another system already runs in the project folder
+(:mod:`minions.ops.lock`); 128 + the signal number when a second signal forced the stop.
+
+Its settings (config file, log level, ``stop_after``, metrics port, log rotation) may also come
+from environment variables — which is how ``minions run``'s options reach a program file that
+calls ``run(...)`` itself — and from the ``[minions]`` table of the config: see
+:mod:`minions.ops.settings`.
 
 While it runs, the system answers the ``minions`` command on its control socket
 (``minions.ops.control``; ``minions stop`` is a graceful stop like the first signal) and, when a
 metrics port is configured, serves Prometheus metrics on ``127.0.0.1`` (``minions.ops.metrics``).
-The port comes from ``$MINIONS_METRICS_PORT`` (what ``minions run --metrics-port`` sets), else
-``run(metrics_port=...)``, else ``metrics_port`` in the ``[minions]`` table of the config;
-``0`` picks a free port. Without one, metrics are off.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,19 +35,24 @@ from typing import Any
 import structlog
 
 from ..core.component import Component
-from ..core.config import ConfigSource
-from ..core.errors import ConfigError
+from ..core.errors import DefinitionError, RuntimeStateError, StartupError
+from ..core.graph import build_graph
 from ..core.logs import configure_logging
 from ..core.runtime import Extension, OptionsMapping, Runtime, default_project_dir
 from ..isolated.code import reexecuting
 from .control import ControlServer
+from .exits import (
+    EXIT_DEFINITION,
+    EXIT_GIVEN_UP,
+    EXIT_OK,
+    EXIT_PROJECT_BUSY,
+    exit_after_signal,
+)
+from .lock import ProjectBusyError, ProjectLock
 from .metrics import MetricsEndpoint
+from .settings import CONFIG_TABLE, RunSettings, resolve_settings
 
 log = structlog.get_logger("minions")
-
-EXIT_GIVEN_UP = 1
-METRICS_PORT_ENV = "MINIONS_METRICS_PORT"
-CONFIG_TABLE = "minions"
 
 
 def run(
@@ -51,48 +60,96 @@ def run(
     config: str | os.PathLike[str] | Mapping[str, Any] | None = None,
     options: OptionsMapping | None = None,
     project_dir: str | os.PathLike[str] | None = None,
-    log_level: str = "info",
+    log_level: str | None = None,
     stop_after: float | None = None,
     metrics_port: int | None = None,
+    log_max_bytes: int | None = None,
+    log_backups: int | None = None,
 ) -> None:
     """Run ``components`` (and their dependencies) until they finish or a signal stops them.
 
     ``options`` sets per-component options (restart policy, timeouts, ``isolated``), keyed by
     class or component name, e.g. ``options={ThirdPartyStrategy: {"isolated": True}}``.
     ``stop_after`` stops gracefully after that many seconds. ``metrics_port`` serves Prometheus
-    metrics on ``127.0.0.1:<port>`` (see the module docstring for where else it may be set).
+    metrics on ``127.0.0.1:<port>``. ``log_level`` defaults to ``"info"``; the log file rotates
+    past ``log_max_bytes`` (10 MiB; 0 never) keeping ``log_backups`` files (10). Each setting
+    may be overridden by the environment (see :mod:`minions.ops.settings`).
+
+    It blocks until the system stops, so it cannot be called from a running event loop: async
+    programs use :class:`~minions.Runtime`.
     """
     if reexecuting():
         # An isolated child is executing a redeployed module's code again: a run(...) at the
         # top level of that module must not start a second system inside the child.
         return
+    _refuse_running_loop()
     if not components:
         raise TypeError("run() needs at least one component class, e.g. run(MyMinion)")
     directory = Path(project_dir).resolve() if project_dir else default_project_dir()
-    port = resolve_metrics_port(metrics_port, config, directory, os.environ)
-    configure_logging(project_dir=directory, level=log_level)
-    code = _run_to_the_end(
-        _main(
-            components,
-            config=config,
-            options=options,
+    try:
+        settings = resolve_settings(
             project_dir=directory,
+            environ=os.environ,
+            config=config,
+            log_level=log_level,
             stop_after=stop_after,
-            metrics_port=port,
+            metrics_port=metrics_port,
+            log_max_bytes=log_max_bytes,
+            log_backups=log_backups,
         )
-    )
+    except DefinitionError as exc:
+        raise _exit_with(EXIT_DEFINITION, exc) from None
+    lock = ProjectLock(directory)
+    try:
+        lock.acquire()
+    except ProjectBusyError as exc:
+        raise _exit_with(EXIT_PROJECT_BUSY, exc) from None
+    try:
+        configure_logging(
+            project_dir=directory,
+            level=settings.log_level,
+            max_bytes=settings.log_max_bytes,
+            backups=settings.log_backups,
+        )
+        code = _run_to_the_end(
+            _main(components, settings=settings, options=options, project_dir=directory, lock=lock)
+        )
+    except DefinitionError as exc:
+        raise _exit_with(EXIT_DEFINITION, exc) from None
+    except StartupError as exc:
+        # Its traceback is in the log already (component.crashed); here, the one line.
+        raise _exit_with(EXIT_GIVEN_UP, exc) from None
+    finally:
+        lock.release()
     if code:
         raise SystemExit(code)
+
+
+def _refuse_running_loop() -> None:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    raise RuntimeStateError(
+        "run() was called inside a running event loop; it blocks until the system stops and "
+        "runs a loop of its own. In async code use Runtime instead: 'async with Runtime() as "
+        "rt: await rt.start(MyMinion); await rt.wait()'"
+    )
+
+
+def _exit_with(code: int, exc: BaseException) -> SystemExit:
+    """Say what went wrong in one line on stderr; the SystemExit that ends the program."""
+    print(f"minions: {exc}", file=sys.stderr, flush=True)
+    return SystemExit(code)
 
 
 async def _main(
     components: tuple[type[Component], ...],
     *,
-    config: str | os.PathLike[str] | Mapping[str, Any] | None,
+    settings: RunSettings,
     options: OptionsMapping | None,
-    project_dir: str | os.PathLike[str],
-    stop_after: float | None,
-    metrics_port: int | None = None,
+    project_dir: Path,
+    lock: ProjectLock | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -119,12 +176,14 @@ async def _main(
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     runtime = Runtime(
-        config=config,
+        config=settings.config,
         options=options,
         project_dir=project_dir,
-        extensions=_extensions(metrics_port, on_stop_request),
+        extensions=_extensions(settings.metrics_port, on_stop_request, lock),
     )
     try:
+        # A definition error is reported before anything is logged: one line on stderr.
+        runtime.check(*components)
         log.info(
             "runtime.starting", components=[getattr(c, "__name__", repr(c)) for c in components]
         )
@@ -134,17 +193,18 @@ async def _main(
             await runtime.stop()
             raise
         if not stop.is_set():
+            _warn_unmatched_config(components, settings)
             log.info("runtime.started")
             waits = [runtime.wait(), stop.wait()]
-            if stop_after is not None:
-                waits.append(asyncio.sleep(stop_after))
+            if settings.stop_after is not None:
+                waits.append(asyncio.sleep(settings.stop_after))
             await _until_first(*waits)
         if not stop_reason:
             log.info("runtime.stopping", reason="signal" if received else "done")
         forced = await _until_first(runtime.stop(), force.wait()) == 1
         if forced:
             runtime.kill()
-            return 128 + received[-1]
+            return exit_after_signal(received[-1])
         given_up, crashed = runtime.given_up, runtime.ended_by_crash
         if given_up or crashed:
             reasons = [f"given up: {', '.join(given_up)}"] if given_up else []
@@ -152,49 +212,31 @@ async def _main(
             log.error("runtime.stopped", reason="; ".join(reasons))
             return EXIT_GIVEN_UP
         log.info("runtime.stopped", reason="clean stop")
-        return 0
+        return EXIT_OK
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
 
 
-def _extensions(metrics_port: int | None, on_stop: Callable[[], None]) -> list[Extension]:
+def _warn_unmatched_config(components: tuple[type[Component], ...], settings: RunSettings) -> None:
+    """Log each config table and ``MINIONS_<X>__`` variable that no component reads."""
+    configured = {node.name: node.config_type is not None for node in build_graph(components).nodes}
+    for warning in settings.config_source.unmatched(
+        configured, os.environ, reserved=(CONFIG_TABLE,)
+    ):
+        log.warning("config.unmatched", reason=warning)
+
+
+def _extensions(
+    metrics_port: int | None, on_stop: Callable[[], None], lock: ProjectLock | None
+) -> list[Extension]:
     extensions: list[Extension] = []
     metrics = None
     if metrics_port is not None:
         metrics = MetricsEndpoint(metrics_port)
         extensions.append(metrics)  # attached first: it measures the first components too
-    extensions.append(ControlServer(on_stop=on_stop, metrics=metrics))
+    extensions.append(ControlServer(on_stop=on_stop, metrics=metrics, lock=lock))
     return extensions
-
-
-def resolve_metrics_port(
-    explicit: int | None,
-    config: str | os.PathLike[str] | Mapping[str, Any] | None,
-    project_dir: Path,
-    environ: Mapping[str, str],
-) -> int | None:
-    """The metrics port, from the environment, ``run()``'s argument or the config; or None."""
-    value: object
-    if environ.get(METRICS_PORT_ENV):
-        value, origin = environ[METRICS_PORT_ENV], f"${METRICS_PORT_ENV}"
-    elif explicit is not None:
-        value, origin = explicit, "run(metrics_port=...)"
-    else:
-        source = ConfigSource.load(config, project_dir)
-        table = source.tables.get(CONFIG_TABLE, {})
-        if "metrics_port" not in table:
-            return None
-        value, origin = table["metrics_port"], f"metrics_port in [minions] of {source.origin}"
-    try:
-        port = int(value) if isinstance(value, int | str) and not isinstance(value, bool) else -1
-    except ValueError:
-        port = -1
-    if not 0 <= port <= 65535:
-        raise ConfigError(
-            f"{origin} must be a port number from 0 to 65535 (0 picks a free port), got {value!r}"
-        )
-    return port
 
 
 LEFTOVER_GRACE = 1.0

@@ -3,6 +3,7 @@ startup failures, status snapshots and waiting for minions to finish."""
 
 import asyncio
 import dataclasses
+import functools
 from collections import defaultdict
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from structlog.testing import capture_logs
 from minions import (
     ComponentState,
     ComponentStatus,
+    DefinitionError,
     Minion,
     Resource,
     Runtime,
@@ -458,3 +460,48 @@ async def test_lifecycle_events_carry_the_component_name(tmp_path: Path) -> None
         ("component.stopping", "Talker"),
         ("component.stopped", "Talker"),
     ]
+
+
+@pytest.mark.parametrize("hook", ["startup", "run", "shutdown"])
+@pytest.mark.parametrize("base", [Resource, Minion])
+def test_a_hook_defined_without_async_is_refused_when_the_class_is_defined(
+    hook: str, base: type[Any]
+) -> None:
+    """A plain ``def run(self)`` that loops would freeze the event loop, and with it every
+    other component and the signal handlers: the class statement raises a DefinitionError
+    naming the class and the hook."""
+
+    def plain(self: object) -> None:
+        while True:
+            pass
+
+    with pytest.raises(DefinitionError, match=rf"^Blocking\.{hook}\(\) is not async: define it"):
+        type("Blocking", (base,), {hook: plain})
+
+    async def generator(self: object) -> Any:
+        yield None
+
+    with pytest.raises(DefinitionError, match=rf"^Yielding\.{hook}\(\) is an async generator"):
+        type("Yielding", (base,), {hook: generator})
+
+
+def test_async_hooks_behind_a_decorator_are_accepted() -> None:
+    """A hook wrapped by a decorator that keeps ``__wrapped__`` (functools.wraps) is judged by
+    the function it wraps; a sync helper method of any name is no concern of the runtime's."""
+
+    def traced(fn: Any) -> Any:
+        @functools.wraps(fn)
+        def wrapper(*args: Any) -> Any:
+            return fn(*args)
+
+        return wrapper
+
+    class Traced(Minion):
+        @traced
+        async def run(self) -> None:
+            return None
+
+        def helper(self) -> int:
+            return 1
+
+    assert Traced().helper() == 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import logging
 import os
 import signal
 import subprocess
@@ -24,7 +25,7 @@ import pytest
 import structlog
 
 from isolation import ComponentCrashed, Isolation
-from minions import Backoff, ComponentState, Minion, Resource, Runtime
+from minions import Backoff, ComponentOptionsError, ComponentState, Minion, Resource, Runtime
 
 pytestmark = pytest.mark.anyio
 
@@ -310,3 +311,85 @@ def _end(proc: subprocess.Popen[str]) -> None:
     """Kill the program if it still runs, reap it, and close its pipes."""
     proc.kill()
     proc.communicate(timeout=LIMIT)
+
+
+class Hostile(Minion, isolated=True):
+    """Logs an event whose level, logger name and component are not what the parent expects."""
+
+    async def run(self) -> None:
+        structlog.get_logger().warning(
+            "weird", level="no-such-level", logger="x" * 5000, component="Spoofed", _private=1
+        )
+
+
+async def test_a_childs_log_event_cannot_choose_the_parents_logger_or_level(
+    tmp_path: Path,
+) -> None:
+    """A child's event is logged here with one fixed logger, at a level from a fixed set
+    (anything else is logged at warning, saying what was claimed), under the component's own
+    name; the child's logger name is a field, cut to length, and never names a logger here."""
+    with structlog.testing.capture_logs() as logs, anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Hostile)
+            await rt.wait()
+    [event] = [e for e in logs if e["event"] == "weird"]
+    assert event["log_level"] == "warning"
+    assert event["bad_level"] == "'no-such-level'"
+    assert event["component"] == "Hostile" and event["child_component"] == "Spoofed"
+    assert event["child_logger"] == "x" * 200 + "..."
+    assert event["child_private"] == 1 and "_private" not in event
+    assert "x" * 5000 not in logging.Logger.manager.loggerDict
+
+
+class LockShop(Resource):
+    """Its method returns something no codec can carry across the boundary."""
+
+    async def lock(self) -> asyncio.Lock:
+        return asyncio.Lock()
+
+
+class LockUser(Minion, isolated=True):
+    shop: LockShop
+
+    async def run(self) -> None:
+        await self.shop.lock()
+
+
+class LockServer(Resource, isolated=True):
+    async def lock(self, wait: float) -> asyncio.Lock:
+        return asyncio.Lock()
+
+
+class LockServerUser(Minion):
+    server: LockServer
+
+    async def run(self) -> None:
+        await self.server.lock(1.0)
+
+
+@pytest.mark.parametrize(
+    ("root", "message"),
+    [
+        (
+            LockUser,
+            r"^LockUser cannot be isolated: it calls its dependency LockShop through a proxy, "
+            r"and LockShop\.lock\(return\): type .*Lock.* cannot cross the isolation boundary",
+        ),
+        (
+            LockServerUser,
+            r"^LockServer cannot be isolated: its own methods are called through a proxy, "
+            r"and LockServer\.lock\(return\): type .*Lock.* cannot cross",
+        ),
+    ],
+)
+async def test_a_type_that_cannot_cross_the_boundary_is_refused_at_start(
+    tmp_path: Path, root: type[Minion], message: str
+) -> None:
+    """A method of an interface that would cross the boundary returning a type the codec cannot
+    carry: a DefinitionError when the runtime starts, before anything runs, naming the method
+    and the type (not a child that exits before it is ready, and an unretrieved task error)."""
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            with pytest.raises(ComponentOptionsError, match=message):
+                await rt.start(root)
+            assert rt.status() == {}

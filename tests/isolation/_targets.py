@@ -237,6 +237,25 @@ class Stubborn:
                 print("ignoring the stop request")
 
 
+class Leveled:
+    """Logs at every level through both logging systems during startup, one logger with a
+    level of its own below the root's."""
+
+    def __init__(self, proxies: Mapping[str, Any], payload: Any) -> None:
+        pass
+
+    async def startup(self) -> None:
+        verbose = logging.getLogger("leveled.verbose")
+        verbose.setLevel(logging.DEBUG)
+        for level in ("debug", "info", "warning"):
+            getattr(verbose, level)(f"stdlib {level}")
+            getattr(structlog.get_logger("leveled"), level)(f"structlog {level}")
+        structlog.get_logger("leveled").exception("structlog exception")
+
+    async def ping(self) -> str:
+        return "pong"
+
+
 class Chatty:
     """Writes to stdout, stderr and both logging systems during startup."""
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -18,7 +19,7 @@ import psutil
 import pytest
 
 from isolation import ChildExit, ChildSpec, ChildStartError, Isolation, Zygote, spawn
-from tests.isolation._targets import Chatty, Counter, Echo, Graceful
+from tests.isolation._targets import Chatty, Counter, Echo, Graceful, Leveled
 
 pytestmark = pytest.mark.anyio
 
@@ -273,6 +274,32 @@ async def test_output_and_logs_are_forwarded(zygote: Zygote) -> None:
     component, structured = events["structlog says hi"]
     assert (component, structured["level"], structured["answer"]) == ("Chatty", "warning", 42)
     assert structured["obj"].startswith("<object object at")
+
+
+async def test_a_child_sends_only_the_events_the_parent_logs(zygote: Zygote) -> None:
+    """The child forwards only events at or above the level the parent's root logger is at
+    when it is spawned: a debug event is never sent to a parent logging at info, whichever
+    logging system made it and whatever level its own logger has."""
+    logs: list[dict[str, Any]] = []
+    root = logging.getLogger()
+    before = root.level
+    root.setLevel(logging.INFO)
+    try:
+        with anyio.fail_after(10):
+            child = await spawn(
+                zygote, spec("Leveled"), {}, on_log=lambda component, event: logs.append(event)
+            )
+            assert await child.proxy(Leveled).ping() == "pong"  # its startup() has logged
+            await child.stop()
+    finally:
+        root.setLevel(before)
+    assert sorted((event["event"], event["level"]) for event in logs) == [
+        ("stdlib info", "info"),
+        ("stdlib warning", "warning"),
+        ("structlog exception", "error"),
+        ("structlog info", "info"),
+        ("structlog warning", "warning"),
+    ]
 
 
 async def test_many_children_at_once(open_fds: None, zygote: Zygote) -> None:

@@ -54,7 +54,7 @@ def test_tail_filters_by_component_and_keeps_other_lines(tmp_path: Path) -> None
     )
     lines, end = LogReader(path, "A").tail(None)
     assert [line.split()[3] for line in lines] == ["one", "three"]
-    assert end == path.stat().st_size
+    assert (end.inode, end.offset) == (path.stat().st_ino, path.stat().st_size)
     everything, _ = LogReader(path).tail(None)
     assert len(everything) == 4 and "a traceback line" in everything
     last, _ = LogReader(path, "A", raw=True).tail(1)
@@ -127,3 +127,45 @@ def test_follow_survives_truncation_and_rotation(follower: tuple[Path, Lines]) -
     path.rename(rotated)
     path.write_text(event("A", "rotated") * 3)
     assert [out.next().split()[3] for _ in range(3)] == ["rotated"] * 3
+
+
+def test_reading_goes_across_rotated_files_oldest_first(tmp_path: Path) -> None:
+    """``minions.log.2`` (oldest), ``.1``, then ``minions.log``: tail, ``-n`` and the list of
+    components read them all, in the order they were written."""
+    path = tmp_path / "minions.log"
+    (tmp_path / "minions.log.2").write_text(event("A", "first") + event("Old", "x"))
+    (tmp_path / "minions.log.1").write_text(event("A", "second"))
+    path.write_text(event("A", "third"))
+    (tmp_path / "minions.log.bak").write_text(event("Other", "not a rotated file"))
+    lines, _ = LogReader(path, "A").tail(None)
+    assert [line.split()[3] for line in lines] == ["first", "second", "third"]
+    last, _ = LogReader(path, "A").tail(2)
+    assert [line.split()[3] for line in last] == ["second", "third"]
+    assert LogReader(path).components() == {"A", "Old"}
+
+
+def test_follow_misses_nothing_written_just_before_a_rotation(tmp_path: Path) -> None:
+    """Lines appended to the file after the reader's last look and before it was rotated are
+    read from the rotated file, then the new file from its start; nothing is lost or doubled."""
+    path = tmp_path / "minions.log"
+    path.write_text(event("A", "old"))
+    _, end = LogReader(path, "A").tail(None)
+    with path.open("a") as f:  # all of this happens before the follower looks again
+        f.write(event("A", "late"))
+    path.rename(tmp_path / "minions.log.1")
+    path.write_text(event("A", "fresh"))
+    out, done = Lines(), threading.Event()
+    thread = threading.Thread(
+        target=LogReader(path, "A").follow, args=(end, out), kwargs={"until": done.is_set}
+    )
+    thread.start()
+    try:
+        assert [out.next().split()[3] for _ in range(2)] == ["late", "fresh"]
+        with path.open("a") as f:
+            f.write(event("A", "after"))
+        assert out.next().split()[3] == "after"
+    finally:
+        done.set()
+        thread.join(timeout=LIMIT)
+    assert not thread.is_alive()
+    assert out.queue.empty()

@@ -13,6 +13,7 @@ import json
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -22,7 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from minions import Minion, Resource, Runtime
 from minions.core.errors import ConfigError
 from minions.ops.metrics import MetricsEndpoint
-from minions.ops.run import resolve_metrics_port
+from minions.ops.settings import resolve_settings
 
 from .conftest import LIMIT, System, cli, write_project
 
@@ -301,6 +302,14 @@ def test_metrics_port_from_the_command_line(project: Path, start_system: type[Sy
     system.wait_for("noted: Strategy v1")
     status = json.loads(cli("status", "--json", "--project", str(project)).out)
     assert status["system"]["metrics_url"].startswith("http://127.0.0.1:")
+
+
+def resolve_metrics_port(
+    explicit: int | None, config: Any, project_dir: Path, environ: dict[str, str]
+) -> int | None:
+    return resolve_settings(
+        project_dir=project_dir, environ=environ, config=config, metrics_port=explicit
+    ).metrics_port
 
 
 def test_where_the_metrics_port_comes_from(tmp_path: Path) -> None:

@@ -77,16 +77,35 @@ def test_redeploying_an_in_process_component_is_refused(running: System) -> None
     assert all(c["restarts"] == 0 for c in components(running.project).values())
 
 
-def test_broken_new_code_fails_the_redeploy_and_a_fix_recovers(running: System) -> None:
-    """New code that does not even compile: the redeploy fails with the syntax error; once the
-    file is fixed, the next redeploy runs it."""
+def test_broken_new_code_fails_the_redeploy_and_the_running_child_stays(
+    running: System,
+) -> None:
+    """New code that does not load — a syntax error, an error at import, a hook that is not
+    async (which would freeze the child) — fails the redeploy with that error before anything
+    stops: the same child runs on, nothing was restarted or counted as a crash; once the file
+    is fixed, the next redeploy runs it."""
     path = running.project / "strategy.py"
     good = path.read_text()
-    path.write_text(good.replace('VERSION = "v1"', 'VERSION = "v4" +'))
-    result = cli("redeploy", "Strategy", "--project", str(running.project))
-    assert result.code == 1
-    assert "failed to restart" in result.err and "SyntaxError" in result.err
-    assert result.err.count("\n") == 1
+    before = components(running.project)["Strategy"]
+    blocking_run = """    def run(self) -> None:
+        while True:
+            pass
+"""
+    broken = {
+        "SyntaxError": good.replace('VERSION = "v1"', 'VERSION = "v4" +'),
+        "NameError": good.replace('VERSION = "v1"', "VERSION = undefined_name"),
+        "Strategy.run() is not async": good[: good.index("    async def run")] + blocking_run,
+    }
+    for error, text in broken.items():
+        path.write_text(text)
+        result = cli("redeploy", "Strategy", "--project", str(running.project))
+        assert result.code == 1
+        assert result.err.count("\n") == 1, result.err
+        assert "cannot redeploy Strategy: its new code does not load" in result.err
+        assert error in result.err and "was left as it is" in result.err
+        now = components(running.project)["Strategy"]
+        assert now["pid"] == before["pid"] and now["state"] == "running"
+        assert (now["restarts"], now["crashes"]) == (0, 0)
     path.write_text(good.replace('VERSION = "v1"', 'VERSION = "v5"'))
     fixed = cli("redeploy", "Strategy", "--project", str(running.project))
     assert fixed.code == 0, fixed.err

@@ -8,6 +8,7 @@ or waits for it to end; every wait is bounded and the process is killed in a fin
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import pty
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from minions import Minion, RuntimeStateError, run
 
 LIMIT = 15.0
 """Seconds any one wait on a program may take (a generous bound: Python starts in ~0.3 s)."""
@@ -45,23 +48,40 @@ def say(text):
 class Program:
     """A script running in its own Python process, its stdout read line by line."""
 
-    def __init__(self, tmp_path: Path, body: str, *, stderr: Any = None) -> None:
+    started = 0
+
+    def __init__(
+        self,
+        tmp_path: Path,
+        body: str,
+        *,
+        stderr: Any = None,
+        cli: list[str] | None = None,
+        env: dict[str, str] | None = None,
+    ) -> None:
+        """``cli``: run it as ``minions run *cli program.py`` instead of ``python program.py``;
+        ``env``: more environment variables (every other ``MINIONS_*`` one is removed)."""
         self.tmp_path = tmp_path
         script = tmp_path / "program.py"
         script.write_text(PRELUDE + textwrap.dedent(body), encoding="utf-8")
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MINIONS_")}
-        env["MINIONS_PROJECT_DIR"] = str(tmp_path)
-        self.stderr_path = tmp_path / "stderr.txt"
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("MINIONS_")}
+        environ["MINIONS_PROJECT_DIR"] = str(tmp_path)
+        environ.update(env or {})
+        Program.started += 1
+        self.stderr_path = tmp_path / f"stderr{Program.started}.txt"
         self._stderr_file = None
         if stderr is None:
             self._stderr_file = stderr = self.stderr_path.open("wb")
+        command = [sys.executable, str(script)]
+        if cli is not None:
+            command = [sys.executable, "-m", "minions", "run", *cli, str(script)]
         self.proc = subprocess.Popen(
-            [sys.executable, str(script)],
+            command,
             stdout=subprocess.PIPE,
             stderr=stderr,
             stdin=subprocess.DEVNULL,
             cwd=tmp_path,
-            env=env,
+            env=environ,
         )
         self.output: list[str] = []
         self._lines: queue.Queue[str | None] = queue.Queue()
@@ -118,7 +138,12 @@ class Program:
 
     def log_events(self) -> list[dict[str, Any]]:
         path = self.tmp_path / ".minions" / "logs" / "minions.log"
+        if not path.exists():
+            return []
         return [json.loads(line) for line in path.read_text("utf-8").splitlines()]
+
+    def stderr(self) -> str:
+        return self.stderr_path.read_text("utf-8", "replace")
 
 
 @pytest.fixture
@@ -480,9 +505,10 @@ def test_logs_are_readable_lines_on_a_terminal(program: Any) -> None:
     assert "component.started" in file_events
 
 
-def test_a_definition_error_stops_the_program_before_anything_starts(program: Any) -> None:
-    """Bad input to run(...) is raised before any component starts: a traceback ending in the
-    DefinitionError's message, status 1, no component logged as starting."""
+def test_a_definition_error_is_one_line_and_exit_status_78(program: Any) -> None:
+    """Bad input to run(...) is reported before any component starts: one line on stderr that
+    says what to fix, no traceback, exit status 78 (EX_CONFIG), no component logged as
+    starting."""
     p = program(
         """
         class Worker(Minion):
@@ -493,8 +519,208 @@ def test_a_definition_error_stops_the_program_before_anything_starts(program: An
         run(Worker, "Worker")
         """
     )
-    assert p.finish() == 1
+    assert p.finish() == 78
     assert p.output == []
-    stderr = p.stderr_path.read_text("utf-8")
-    assert "minions.core.errors.DefinitionError: str object 'Worker' is not a component" in stderr
+    assert (
+        p.stderr() == "minions: str object 'Worker' is not a component: pass classes that "
+        "subclass minions.Resource or minions.Minion\n"
+    )
     assert not any(e["event"] == "component.starting" for e in p.log_events())
+
+
+def test_a_config_error_is_one_line_and_exit_status_78(program: Any, tmp_path: Path) -> None:
+    """An invalid value in minions.toml: one line naming the component, the field and the file;
+    status 78, distinct from 1 (a component given up)."""
+    (tmp_path / "minions.toml").write_text("[Feed]\ntick = -1\n")
+    p = program(
+        """
+        from pydantic import BaseModel, Field
+
+        class FeedConfig(BaseModel):
+            tick: float = Field(0.2, gt=0)
+
+        class Feed(Minion):
+            config: FeedConfig
+
+            async def run(self):
+                say("RUNNING")
+
+        run(Feed)
+        """
+    )
+    assert p.finish() == 78
+    assert p.output == []
+    err = p.stderr()
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith("minions: invalid configuration for Feed: field 'tick'")
+    assert f"Fix the [Feed] table of {tmp_path / 'minions.toml'}" in err
+
+
+def test_a_class_that_cannot_be_a_component_fails_minions_run_in_one_line(
+    program: Any,
+) -> None:
+    """``minions run app.py`` whose file defines a component with a hook that is not async: the
+    DefinitionError raised while the file loads is one line and status 78 too."""
+    p = program(
+        """
+        class Spinner(Minion):
+            def run(self):
+                while True:
+                    pass
+
+        run(Spinner)
+        """,
+        cli=[],
+    )
+    assert p.finish() == 78
+    err = p.stderr()
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert "Spinner.run() is not async: define it as 'async def run(self) -> None'" in err
+
+
+def test_minions_run_options_reach_a_program_file(program: Any, tmp_path: Path) -> None:
+    """``minions run --seconds --log-level --config app.py``: the program calls run(...) itself,
+    and each option still applies — over what the program passes to run()."""
+    (tmp_path / "other.toml").write_text("[Feed]\nname = 'from other.toml'\n")
+    p = program(
+        """
+        from dataclasses import dataclass
+
+        @dataclass
+        class FeedConfig:
+            name: str = "default"
+
+        class Feed(Minion):
+            config: FeedConfig
+
+            async def run(self):
+                structlog.get_logger().debug("feed.debugging", name=self.config.name)
+                say(self.config.name)
+                await asyncio.Event().wait()
+
+        run(Feed, log_level="error")
+        """,
+        cli=["--seconds", "0.5", "--log-level", "debug", "--config", "other.toml"],
+    )
+    p.expect("from other.toml")
+    assert p.finish() == 0  # --seconds stopped it
+    events = p.log_events()
+    assert any(e["event"] == "feed.debugging" for e in events)
+    assert events[-1]["event"] == "runtime.stopped"
+
+
+def test_run_inside_a_running_event_loop_says_to_use_runtime() -> None:
+    """run() blocks and runs its own loop: from async code it is a clear error naming Runtime,
+    raised before anything is set up."""
+
+    class Idle(Minion):
+        async def run(self) -> None:
+            return None
+
+    async def main() -> None:
+        with pytest.raises(RuntimeStateError, match=r"inside a running event loop.*use Runtime"):
+            run(Idle)
+
+    asyncio.run(main())
+
+
+def test_config_that_nothing_reads_is_warned(program: Any, tmp_path: Path) -> None:
+    """A table or an environment override that no component reads (a typo in its name, or a
+    component without a config) would be ignored in silence: each is logged as
+    ``config.unmatched``, a typo with the closest name; what is read is not reported."""
+    (tmp_path / "minions.toml").write_text(
+        "[PriceFed]\ntick = 1\n[Strategy]\nlimit = 2\n[minions]\nlog_level = 'info'\n"
+    )
+    p = program(
+        """
+        from dataclasses import dataclass
+
+        @dataclass
+        class Limits:
+            limit: int = 1
+
+        class PriceFeed(Resource):
+            pass
+
+        class Strategy(Minion):
+            feed: PriceFeed
+            config: Limits
+
+            async def run(self):
+                say(f"limit={self.config.limit}")
+
+        run(Strategy)
+        """,
+        env={
+            "MINIONS_STRATEGI__LIMIT": "3",
+            "MINIONS_PRICEFEED__TICK": "2",
+            "MINIONS_STRATEGY__LIMIT": "4",
+        },
+    )
+    assert p.finish() == 0
+    assert p.output == ["limit=4"]
+    warnings = [e["reason"] for e in p.log_events() if e["event"] == "config.unmatched"]
+    assert len(warnings) == 3, warnings
+    assert "[PriceFed] table" in warnings[0] and "(did you mean PriceFeed?)" in warnings[0]
+    assert "MINIONS_PRICEFEED__TICK is not read: PriceFeed declares no config" in warnings[1]
+    assert "MINIONS_STRATEGI__LIMIT names no component" in warnings[2]
+    assert "(did you mean MINIONS_STRATEGY__?)" in warnings[2]
+
+
+def test_the_log_file_rotates_by_size_and_logs_read_across(program: Any, tmp_path: Path) -> None:
+    """``log_max_bytes`` in ``[minions]`` and ``$MINIONS_LOG_BACKUPS``: the file rotates before
+    it passes the size, only that many rotated files are kept, and ``minions logs`` reads the
+    events of every file that is left, in order."""
+    (tmp_path / "minions.toml").write_text("[minions]\nlog_max_bytes = 4000\n")
+    p = program(
+        """
+        class Chatty(Minion):
+            async def run(self):
+                for i in range(300):
+                    structlog.get_logger().info("tick", n=i)
+
+        run(Chatty)
+        """,
+        env={"MINIONS_LOG_BACKUPS": "2"},
+    )
+    assert p.finish() == 0
+    logs = tmp_path / ".minions" / "logs"
+    assert sorted(f.name for f in logs.iterdir()) == [
+        "minions.log",
+        "minions.log.1",
+        "minions.log.2",
+    ]
+    assert all(f.stat().st_size <= 4000 for f in logs.iterdir())
+    result = subprocess.run(
+        [sys.executable, "-m", "minions", "logs", "Chatty", "--json", "--project", str(tmp_path)],
+        capture_output=True, text=True, timeout=LIMIT, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ticks = [json.loads(line)["n"] for line in result.stdout.splitlines() if '"tick"' in line]
+    assert len(ticks) > 20 and ticks == list(range(ticks[0], 300))  # the newest, none missing
+
+
+FOREVER = """
+class Forever(Minion):
+    async def run(self):
+        say("READY")
+        await asyncio.Event().wait()
+
+run(Forever)
+"""
+
+
+def test_a_second_system_in_the_same_folder_is_refused(program: Any, tmp_path: Path) -> None:
+    """While a system runs, another one started in its project folder stops at once with one
+    line naming the first one's pid, and exit status 75; it starts nothing and logs nothing."""
+    first = program(FOREVER)
+    first.expect("READY")
+    second = program(FOREVER)
+    assert second.finish() == 75
+    assert second.output == []
+    err = second.stderr()
+    assert err.count("\n") == 1, err
+    assert f"another Minions system (pid {first.proc.pid}) is running in {tmp_path}" in err
+    first.signal(signal.SIGTERM)
+    assert first.finish() == 0
+    assert [e["event"] for e in first.log_events()].count("runtime.starting") == 1

@@ -12,6 +12,7 @@ import socket
 import stat
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import psutil
@@ -33,6 +34,7 @@ COMPONENT_FIELDS = {
     "cpu_percent",
     "rss_bytes",
     "last_error",
+    "ended_by_crash",
 }
 SYSTEM_FIELDS = {
     "pid",
@@ -228,3 +230,60 @@ def test_entry_points_answer_and_exit_with_the_right_status(
     assert missing.returncode == 1
     assert missing.stderr.startswith("minions: no Minions system is running in")
     assert missing.stderr.count("\n") == 1
+
+
+FAILING_APP = """
+import asyncio
+
+from minions import Minion, Resource, run
+
+
+class Steady(Minion):
+    async def run(self) -> None:
+        print("steady", flush=True)
+        await asyncio.Event().wait()
+
+
+class OneShot(Minion, restart="temporary"):
+    async def run(self) -> None:
+        raise RuntimeError("broken on purpose")
+
+
+class Hopeless(Resource, max_restarts=0):
+    async def run(self) -> None:
+        raise RuntimeError("never works")
+
+
+class NeedsHopeless(Minion):
+    hopeless: Hopeless
+
+    async def run(self) -> None:
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    run(Steady, OneShot, NeedsHopeless)
+"""
+
+
+def test_status_exits_3_when_a_component_has_failed(
+    project: Path, start_system: type[System]
+) -> None:
+    """Like ``supervisorctl status``: the table or JSON is printed, and the exit status is 3
+    when a component was given up or crashed and was not restarted — 0 again is only for a
+    system whose every component is running or finished normally."""
+    write_project(project, app=FAILING_APP)
+    system = start_system(project)
+    system.wait_for("steady")
+    deadline = time.monotonic() + LIMIT
+    while True:
+        result = cli("status", "--json", "--project", str(project))
+        rows = by_name(json.loads(result.out))
+        if rows["Hopeless"]["state"] == "failed" and rows["OneShot"]["state"] == "stopped":
+            break
+        assert result.code in (0, 3)
+        assert time.monotonic() < deadline, rows
+    assert result.code == 3, result.err
+    assert rows["OneShot"]["ended_by_crash"] is True and rows["Steady"]["ended_by_crash"] is False
+    table = cli("status", "--project", str(project))
+    assert table.code == 3 and "OneShot" in table.out and "failed" in table.out
