@@ -18,8 +18,15 @@ is the produce loop::
   once and made room) then take their steps, and save their checkpoints, in the same pass of
   the event loop — one transaction for a batching store.
 * Nothing is produced while nobody subscribes: events are not buffered, and a pipeline that
-  starts before its minions loses none of them. An event produced while the last subscriber
-  left (a minion restarting) is held for the next subscriber.
+  starts before its minions loses none of them.
+* An event belongs to the subscribers there when ``produce_event`` returns it, and a stopping
+  minion leaves with :meth:`Pipeline.detach`, which keeps that promise: if an event is due to
+  it, it waits until it is delivered (and its workflow started, or saved for later); if it was
+  the last subscriber while an event was being produced, the production is withdrawn
+  (``produce_event`` is cancelled: no event exists yet, so none is lost). So a graceful stop,
+  which stops the minions before their pipeline, never drops the event in hand. An event that
+  appears with nobody to take it anyway (a ``produce_event`` that ignored its cancellation) is
+  delivered to the subscribers that left while it was produced, or held for the next one.
 * ``produce_event`` raising is logged and counted, and the loop goes on after a short delay
   that grows while it keeps failing (capped at one second), so a broken source cannot flood
   the log. An event of the wrong type is logged, counted and dropped.
@@ -67,7 +74,7 @@ class PipelineStatistics:
 
 
 class _Fanout:
-    """The subscribers of one pipeline instance, and its counters."""
+    """The subscribers of one pipeline instance, its counters, and the event in hand."""
 
     def __init__(self) -> None:
         self.subscribers: list[Subscriber] = []
@@ -75,6 +82,43 @@ class _Fanout:
         self.produced = 0
         self.delivered = 0
         self.errors = 0
+        #: The produce loop's task while it runs.
+        self.task: asyncio.Task[None] | None = None
+        #: The loop is inside produce_event().
+        self.producing = False
+        #: detach() cancelled the production: the last subscriber left while it was under way.
+        self.withdrawn = False
+        #: The subscribers an event in hand is still due to.
+        self.pending: list[Subscriber] = []
+        #: Subscribers that left, last, while an event was being produced, and wait for it.
+        self.departed: list[Subscriber] = []
+        #: detach() calls waiting for the loop to be done with their subscriber.
+        self.waiters: dict[Subscriber, asyncio.Future[None]] = {}
+
+    def settle(self) -> None:
+        """Release the detach() calls whose subscriber nothing is due to any more."""
+        if not self.waiters:
+            return
+        owed = set(map(id, self.pending))
+        if self.producing:
+            owed |= set(map(id, self.departed))
+        for subscriber, waiter in list(self.waiters.items()):
+            if id(subscriber) not in owed:
+                del self.waiters[subscriber]
+                if not waiter.done():
+                    waiter.set_result(None)
+
+    def production_ended(self) -> bool:
+        """Called when produce_event() ended; take back detach()'s cancellation, if it made one.
+
+        True when that cancellation was the only one pending: the loop goes on.
+        """
+        self.producing = False
+        if not self.withdrawn:
+            return False
+        self.withdrawn = False
+        task = asyncio.current_task()
+        return task is not None and task.uncancel() == 0
 
 
 def _fanout(pipeline: Pipeline[Any]) -> _Fanout:
@@ -135,6 +179,33 @@ class Pipeline(Resource, Generic[EventT]):
         if not fanout.subscribers:
             fanout.has_subscribers.clear()
 
+    async def detach(self, subscriber: Subscriber, *, within: float) -> bool:
+        """Unsubscribe ``subscriber``, and return once no event is due to it any more.
+
+        An event in hand for it is delivered first (its workflow starts, or is saved for the
+        next start); if it was the last subscriber while an event was being produced, the
+        production is withdrawn. Returns False if that took longer than ``within`` seconds;
+        the event then still goes to it when its turn comes.
+        """
+        fanout = _fanout(self)
+        was_subscribed = subscriber in fanout.subscribers
+        self.unsubscribe(subscriber)
+        if subscriber in fanout.pending:
+            pass
+        elif was_subscribed and fanout.producing and not fanout.subscribers:
+            if subscriber not in fanout.departed:
+                fanout.departed.append(subscriber)
+            if not fanout.withdrawn and fanout.task is not None:
+                fanout.withdrawn = True
+                fanout.task.cancel()
+        else:
+            return True
+        waiter = fanout.waiters.get(subscriber)
+        if waiter is None:
+            waiter = fanout.waiters[subscriber] = asyncio.get_running_loop().create_future()
+        done, _ = await asyncio.wait({waiter}, timeout=within)
+        return bool(done)
+
     def statistics(self) -> PipelineStatistics:
         fanout = _fanout(self)
         return PipelineStatistics(
@@ -156,14 +227,38 @@ class Pipeline(Resource, Generic[EventT]):
         check = instance_type(expected)
         name = component_name(cls)
         fanout = _fanout(self)
+        fanout.task = asyncio.current_task()
+        try:
+            await self._produce_loop(fanout, name, expected, check)
+        finally:
+            fanout.task = None
+            fanout.producing = fanout.withdrawn = False
+            fanout.pending.clear()
+            fanout.departed.clear()
+            fanout.settle()  # nobody waits for a loop that has ended
+
+    async def _produce_loop(
+        self, fanout: _Fanout, name: str, expected: Any, check: type | None
+    ) -> None:
+        cls = type(self)
         failures = 0
         burst = 0
         while True:
             if not fanout.subscribers:
                 await fanout.has_subscribers.wait()
+            fanout.producing = True
             try:
                 event = await self.produce_event()
+            except asyncio.CancelledError:
+                if not fanout.production_ended():
+                    raise
+                fanout.departed.clear()  # withdrawn: nobody was left to take the event
+                fanout.settle()
+                continue
             except Exception as exc:
+                fanout.production_ended()
+                fanout.departed.clear()
+                fanout.settle()
                 failures += 1
                 fanout.errors += 1
                 log.error(
@@ -175,8 +270,14 @@ class Pipeline(Resource, Generic[EventT]):
                 )
                 await asyncio.sleep(min(_RETRY_CAP, _RETRY_INITIAL * 2 ** min(failures - 1, 16)))
                 continue
+            fanout.production_ended()  # a produce_event() that ignored a withdrawal
+            # The event is due to the subscribers there now; if all left while it was being
+            # produced, to those of them still waiting in detach().
+            targets = tuple(fanout.subscribers) or tuple(fanout.departed)
+            fanout.departed.clear()
             failures = 0
             if check is not None and not isinstance(event, check):
+                fanout.settle()
                 fanout.errors += 1
                 log.error(
                     "pipeline.wrong_event_type",
@@ -187,13 +288,11 @@ class Pipeline(Resource, Generic[EventT]):
                 )
             else:
                 fanout.produced += 1
-                if not fanout.subscribers:
-                    # The last subscriber left while this event was being produced (a minion
-                    # restarting): hold it for the next one rather than drop it.
+                if not targets:
+                    # Its subscribers left without detach(): hold it for the next one.
                     await fanout.has_subscribers.wait()
-                for subscriber in tuple(fanout.subscribers):
-                    await subscriber.deliver(event)
-                    fanout.delivered += 1
+                    targets = tuple(fanout.subscribers)
+                await self._deliver(fanout, event, targets)
             burst += 1
             if burst >= _BURST:
                 # A produce_event() that never awaits must not starve the event loop; yielding
@@ -201,6 +300,18 @@ class Pipeline(Resource, Generic[EventT]):
                 # to back in different passes, each pass then committing its own checkpoints.
                 burst = 0
                 await asyncio.sleep(0)
+
+    @staticmethod
+    async def _deliver(fanout: _Fanout, event: Any, targets: tuple[Subscriber, ...]) -> None:
+        fanout.pending[:] = targets
+        fanout.settle()
+        for subscriber in targets:
+            try:
+                await subscriber.deliver(event)
+            finally:
+                fanout.pending.remove(subscriber)
+                fanout.settle()
+            fanout.delivered += 1
 
 
 def _declared_event_type(cls: type) -> Any:

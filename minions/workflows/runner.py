@@ -9,8 +9,12 @@ A workflow minion's ``run()`` (installed by ``minions.workflows.definition``) ha
 2. only then subscribes to the pipeline, so resumed workflows go before new events;
 3. for each event, starts a workflow with a fresh ``Context()`` once there is room
    (``max_in_flight``; until then the pipeline waits);
-4. on stop, unsubscribes, gives running workflows ``stop_grace`` seconds to finish, and cancels
-   the rest — their checkpoints stay, and they resume on the next start.
+4. on stop, leaves the pipeline (``Pipeline.detach``): an event the pipeline holds for it is
+   still taken — its workflow starts like any other, or, if there is no room within
+   ``stop_grace``, is saved to start next time (*deferred*) — and a production under way for
+   it alone is withdrawn, so no event is dropped; then it gives running workflows
+   ``stop_grace`` seconds to finish, and cancels the rest — their checkpoints stay, and they
+   resume on the next start.
 
 One workflow, step by step::
 
@@ -35,8 +39,12 @@ The event is encoded once per workflow (``CheckpointCodec.for_workflow``), at it
 checkpoint; later checkpoints encode only the step index and the context.
 
 The orchestration id — the key checkpoints are filed under — is a hash of the minion's,
-the pipeline's and the config's identities (:func:`orchestration_id`): the same program in a
-copied project folder finds its checkpoints again.
+the pipeline's and (with Gru) the config's identities (:func:`orchestration_id`): the same
+program in a copied project folder finds its checkpoints again. Under ``run(...)`` a workflow
+minion runs once, with the config of its ``minions.toml`` table, so the id is its identity and
+its pipeline's alone: editing a value, or overriding it from the environment, keeps resuming.
+Checkpoints of the same minion under another id are reported at its first start
+(:mod:`.stranded`).
 """
 
 from __future__ import annotations
@@ -54,7 +62,7 @@ from typing import Any
 
 from ..core.component import Minion, WorkflowHandle, component_name
 from ..core.errors import DefinitionError
-from ..core.graph import declared_config, declared_dependencies
+from ..core.graph import declared_dependencies
 from ..core.identity import identity_of
 from ..core.values import plain_codec
 from .checkpoint import (
@@ -77,6 +85,7 @@ from .steps import (
     workflow_types,
 )
 from .store import PersistenceError, WorkflowCounters, WorkflowStore
+from .stranded import report_stranded
 
 __all__ = [
     "WorkflowRunner",
@@ -238,6 +247,8 @@ class WorkflowRunner:
         # The host waits stop_timeout for run() to end once cancelled; the grace must fit in it.
         stop_timeout = cls.__minions_options__.stop_timeout or 5.0
         self._grace = min(float(settings.stop_grace), stop_timeout / 2)
+        #: What is left of the stop timeout for saving an event in hand as deferred.
+        self._save_limit = stop_timeout / 2
         self._counters: WorkflowCounters = store.counters(orchestration.id)
         self._labels = {"orchestration": orchestration.id}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -250,6 +261,8 @@ class WorkflowRunner:
         self._ids = random.Random()
         self._closing = False
         self._context = contextvars.copy_context()
+        #: The minion's only orchestration (the run(...) form, not Gru's): others are reported.
+        self._sole = False
 
     @classmethod
     def for_minion(cls, minion: Minion[Any, Any]) -> WorkflowRunner:
@@ -263,16 +276,16 @@ class WorkflowRunner:
             raise DefinitionError(
                 f"{mcls.__qualname__} runs without its WorkflowStore or pipeline instance"
             )
+        sole = orchestration is None
         if orchestration is None:
+            # The run(...) form: one orchestration per minion, whatever its config values.
             orchestration = Orchestration(
-                id=orchestration_id(
-                    identity_of(mcls),
-                    identity_of(type(pipeline)),
-                    config_identity(_attribute_config(minion)),
-                ),
+                id=orchestration_id(identity_of(mcls), identity_of(type(pipeline))),
                 minion_identity=identity_of(mcls),
             )
-        return cls(minion, spec, store, pipeline, orchestration)
+        runner = cls(minion, spec, store, pipeline, orchestration)
+        runner._sole = sole
+        return runner
 
     def __repr__(self) -> str:
         return (
@@ -285,6 +298,10 @@ class WorkflowRunner:
     async def run(self) -> None:
         self._context = contextvars.copy_context()
         checkpoints = await self._load()
+        if self._sole:
+            await report_stranded(
+                self._store, self._orchestration.id, self._orchestration.minion_identity, self._name
+            )
         try:
             for checkpoint in checkpoints:
                 if not await self._admit():
@@ -294,8 +311,21 @@ class WorkflowRunner:
             self._pipeline.subscribe(self)
             await asyncio.Event().wait()  # until the runtime cancels the minion
         finally:
-            self._pipeline.unsubscribe(self)
-            await self._wind_down()
+            deadline = asyncio.get_running_loop().time() + self._grace
+            await self._leave_pipeline()
+            await self._wind_down(deadline)
+
+    async def _leave_pipeline(self) -> None:
+        """Stop taking events without dropping the one the pipeline holds for this minion.
+
+        Taking it shares ``stop_grace`` with the running workflows (one deadline for both).
+        """
+        if await self._pipeline.detach(self, within=self._grace):
+            return
+        # No room for it within the grace: closing makes deliver() save it as deferred.
+        self._closing = True
+        self._room.set()
+        await self._pipeline.detach(self, within=self._save_limit)
 
     async def _load(self) -> list[Checkpoint[Any, Any]]:
         rows = await self._store.load(self._orchestration.id)
@@ -375,11 +405,12 @@ class WorkflowRunner:
         self._counters.add("in_flight", -1)
         self._room.set()
 
-    async def _wind_down(self) -> None:
+    async def _wind_down(self, deadline: float) -> None:
         self._closing = True
         self._room.set()
-        if self._tasks and self._grace > 0:
-            await asyncio.wait(set(self._tasks), timeout=self._grace)
+        grace = deadline - asyncio.get_running_loop().time()
+        if self._tasks and grace > 0:
+            await asyncio.wait(set(self._tasks), timeout=grace)
         running = set(self._tasks)
         for task in running:
             task.cancel()
@@ -503,12 +534,3 @@ def check_step(checkpoint: Checkpoint[Any, Any], spec: WorkflowSpec) -> None:
             f"{spec.labels[index]!r} now: steps were renamed or reordered since. {drain}; "
             f"or keep the step's name with @minion_step(name={saved!r})"
         )
-
-
-def _attribute_config(minion: object) -> object:
-    config_type, via = declared_config(type(minion))  # type: ignore[arg-type]
-    if config_type is None:
-        return None
-    if via == "attribute":
-        return minion.__dict__.get("config", getattr(type(minion), "config", None))
-    return getattr(minion, "config", None)

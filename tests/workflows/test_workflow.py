@@ -349,6 +349,38 @@ class EvolvingNew(Minion[Ev, NewCtx], restart="temporary"):
         board.log.append(("new", self.event.n))
 
 
+@dataclass
+class Knob:
+    value: int = 0
+
+
+class Knobbed(Minion[Ev, Ctx]):
+    """A workflow minion with a config; step ``one`` waits for its gate."""
+
+    feed: Feed
+    config: Knob
+    stop_grace = 0.0
+
+    @minion_step
+    async def one(self) -> None:
+        board.log.append(("one", self.config.value))
+        await board.arrive(f"one:{self.event.n}")
+
+    @minion_step
+    async def two(self) -> None:
+        board.log.append(("two", self.config.value))
+
+
+class ListLogger:
+    """A workflow Logger that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[int, str, dict[str, Any]]] = []
+
+    def log(self, level: int, event: str, **fields: Any) -> None:
+        self.events.append((level, event, fields))
+
+
 class NoPipeline(Minion[Ev, Ctx], restart="temporary"):
     @minion_step
     async def step(self) -> None:
@@ -401,7 +433,7 @@ class Plain(Minion):
 def binding(state_store: Any, **services: Any) -> tuple[type[WorkflowStore], StoreServices]:
     """A WorkflowStore bound to ``state_store`` (what Gru does with its own store)."""
     provided = StoreServices(
-        state_store=state_store, owns_store=False, logger=NoOpLogger(), **services
+        state_store=state_store, owns_store=False, **{"logger": NoOpLogger(), **services}
     )
     cls = types.new_class(
         "TestWorkflowStore",
@@ -686,6 +718,56 @@ async def test_a_pipeline_restart_interrupts_and_resumes_its_minions_workflows(
     assert board.log == [("one", 5), ("one", 5), ("two", 5), ("three", 5)]
 
 
+async def test_a_stopped_minion_leaves_its_pipeline_with_no_event_in_hand(
+    tmp_path: Path,
+) -> None:
+    """When the last subscriber of a pipeline stops, the production under way is withdrawn: an
+    event that arrives afterwards stays at its source (it is not taken, to be dropped when the
+    pipeline stops) and the minion's next start takes it."""
+    store_cls, services = binding(InMemoryStateStore())
+    for n in (1, 2):
+        board.gates[f"one:{n}"].set()
+        board.gates[f"two:{n}"].set()
+    async with Runtime(project_dir=tmp_path) as rt:
+        await rt.start(Gated, store_cls)
+        await feed(1)
+        await until(services, Gated, lambda s: s.succeeded == 1)
+        await rt.stop(Gated)
+        await feed(2)
+        with anyio.fail_after(LIMIT):
+            await anyio.wait_all_tasks_blocked()
+        assert board.taken == [1] and board.events.qsize() == 1
+        await rt.restart(Gated)
+        stats = await until(services, Gated, lambda s: s.succeeded == 2)
+    assert board.taken == [1, 2] and stats.deferred == 0
+
+
+async def test_an_event_in_hand_with_no_room_at_stop_is_deferred_then_run(
+    tmp_path: Path,
+) -> None:
+    """A stop while the pipeline holds an event its minion has no room for (max_in_flight):
+    after the grace the event is saved as a deferred workflow, and the next start runs it."""
+    store = InMemoryStateStore()
+    store_cls, services = binding(store)
+    async with Runtime(project_dir=tmp_path) as rt:
+        await rt.start(Limited, store_cls)
+        await feed(1, 2, 3, 4)
+        with anyio.fail_after(LIMIT):
+            for n in (1, 2, 3):
+                await board.reached[f"hold:{n}"].wait()
+            await board.until_taken(4)  # in hand, waiting for room
+    stats = counters(services, Limited).snapshot()
+    assert (stats.interrupted, stats.deferred) == (3, 1)
+    assert len(store.contexts) == 4
+    for n in (1, 2, 3, 4):
+        board.gates[f"hold:{n}"].set()
+    async with Runtime(project_dir=tmp_path) as rt:
+        await rt.start(Limited, store_cls)
+        stats = await until(services, Limited, lambda s: s.succeeded == 4)
+    assert sorted(n for name, n in board.log if name == "hold") == [1, 1, 2, 2, 3, 3, 4]
+    assert store.contexts == {}
+
+
 async def test_a_step_may_replace_the_context(tmp_path: Path) -> None:
     """Assigning self.context replaces the workflow's context; the next checkpoint holds it."""
     store = InMemoryStateStore()
@@ -907,6 +989,59 @@ async def test_run_form_refuses_checkpoints_of_changed_types_saying_drain_first(
         status = rt.status()["EvolvingNew"]
     assert status.crashes == 1 and "Drain the workflows" in (status.last_error or "")
     assert list(store.contexts) == ["wf"] and board.log == []
+
+
+async def test_run_form_resumes_after_a_config_value_changed(tmp_path: Path) -> None:
+    """Under run(...), a workflow minion is one orchestration whatever its config values: after
+    a value is edited (in minions.toml or the environment), the saved workflows resume."""
+    store = InMemoryStateStore()
+    store_cls, services = binding(store)
+    async with Runtime(project_dir=tmp_path, config={"Knobbed": {"value": 1}}) as rt:
+        await rt.start(Knobbed, store_cls)
+        await feed(1)
+        with anyio.fail_after(LIMIT):
+            await board.reached["one:1"].wait()
+    assert len(store.contexts) == 1
+    board.gates["one:1"].set()
+    environ = {"MINIONS_KNOBBED__VALUE": "3"}
+    async with Runtime(
+        project_dir=tmp_path, config={"Knobbed": {"value": 2}}, environ=environ
+    ) as rt:
+        await rt.start(Knobbed, store_cls)
+        stats = await until(services, Knobbed, lambda s: s.succeeded == 1)
+    assert stats.resumed == 1 and store.contexts == {}
+    assert board.log == [("one", 1), ("one", 3), ("two", 3)]
+
+
+async def test_run_form_reports_workflows_stranded_under_another_orchestration(
+    tmp_path: Path,
+) -> None:
+    """Checkpoints of the minion filed under another orchestration (another pipeline, Gru with a
+    config, an older Minions) are not resumed but not forgotten in silence either: its first
+    start on the store logs how many, under which ids, and how to finish or discard them."""
+    store = InMemoryStateStore()
+    elsewhere = orchestration_id(identity_of(Gated), identity_of(OtherFeed))
+    codec = checkpoint_codec(Ev, Ctx)
+    for n in (1, 2):
+        blob = codec.encode(Checkpoint(elsewhere, f"wf{n}", identity_of(Gated), Ev(n), Ctx()))
+        await store.save_context(f"wf{n}", elsewhere, blob)
+    unrelated = orchestration_id(identity_of(Limited), identity_of(Feed))
+    blob = codec.encode(Checkpoint(unrelated, "wf3", identity_of(Limited), Ev(3), Ctx()))
+    await store.save_context("wf3", unrelated, blob)
+    logger = ListLogger()
+    store_cls, _ = binding(store, logger=logger)
+    async with Runtime(project_dir=tmp_path) as rt:
+        await rt.start(Gated, store_cls)
+        with anyio.fail_after(LIMIT):
+            await anyio.wait_all_tasks_blocked()
+        await rt.restart(Gated)
+        with anyio.fail_after(LIMIT):
+            await anyio.wait_all_tasks_blocked()
+    reports = [fields for _, event, fields in logger.events if event == "workflow.stranded"]
+    assert len(reports) == 1  # once per store, not at every restart
+    assert reports[0]["stranded"] == 2 and f"{elsewhere} (2)" in reports[0]["reason"]
+    assert "Gru.start_orchestration" in reports[0]["reason"]
+    assert len(store.contexts) == 3  # untouched
 
 
 async def test_run_form_defaults_to_sqlite_in_the_project_folder(
