@@ -225,7 +225,11 @@ class WorkflowRunner:
         store: WorkflowStore,
         pipeline: Pipeline[Any],
         orchestration: Orchestration,
+        *,
+        sole: bool = False,
     ) -> None:
+        """``sole``: this is the minion's only orchestration (the ``run(...)`` form, not Gru's),
+        so its checkpoints under other orchestration ids are reported as stranded."""
         cls = type(minion)
         self._minion = minion
         self._spec = spec
@@ -261,8 +265,7 @@ class WorkflowRunner:
         self._ids = random.Random()
         self._closing = False
         self._context = contextvars.copy_context()
-        #: The minion's only orchestration (the run(...) form, not Gru's): others are reported.
-        self._sole = False
+        self._sole = sole
 
     @classmethod
     def for_minion(cls, minion: Minion[Any, Any]) -> WorkflowRunner:
@@ -283,9 +286,7 @@ class WorkflowRunner:
                 id=orchestration_id(identity_of(mcls), identity_of(type(pipeline))),
                 minion_identity=identity_of(mcls),
             )
-        runner = cls(minion, spec, store, pipeline, orchestration)
-        runner._sole = sole
-        return runner
+        return cls(minion, spec, store, pipeline, orchestration, sole=sole)
 
     def __repr__(self) -> str:
         return (

@@ -37,7 +37,17 @@ async def report_stranded(
         return 0
     checked.add(orchestration_id)
     others: Counter[str] = Counter()
-    for row in await store.state_store.get_all_contexts():
+    try:
+        rows = await store.state_store.get_all_contexts()
+    except Exception as exc:  # advisory: the minion runs on without the report
+        store.services.logger.log(
+            logging.WARNING,
+            "workflow.stranded_unknown",
+            minion=minion,
+            reason=f"cannot read the saved workflows to look for stranded ones: {exc!r}",
+        )
+        return 0
+    for row in rows:
         if row.orchestration_id == orchestration_id:
             continue
         try:
