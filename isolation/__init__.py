@@ -20,6 +20,9 @@ from ._process import ChildProcess as ChildProcess
 from ._process import ChildState as ChildState
 from ._process import spawn as spawn
 from ._protocol import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
+from ._router import Router as Router
+from ._router import RouterStatistics as RouterStatistics
+from ._router import check_route_by as check_route_by
 from ._rpc import Peer as Peer
 from ._rpc import PeerState as PeerState
 from ._rpc import PeerStatistics as PeerStatistics
@@ -46,9 +49,12 @@ __all__ = [
     "ProtocolError",
     "RemoteError",
     "RemoteMethod",
+    "Router",
+    "RouterStatistics",
     "SerializationError",
     "Zygote",
     "check_remote_interface",
+    "check_route_by",
     "reference",
     "remote_interface",
     "resolve",

@@ -17,16 +17,31 @@ a runaway allocation or a tight loop at once:
   handles ``SIGXCPU``. The parent recognises either and reports "exceeded CPU limit N s".
 
 Timeouts (start, stop, heartbeat) are enforced by the parent; they live here because the user
-sets them in the same place.
+sets them in the same place, and so do the scale-out options (``replicas``, ``route_by``,
+``workflows_per_replica``, ``backend``, ``num_cpus``): this package only validates them, the
+runtime acts on them.
 """
 
 from __future__ import annotations
 
 import math
+import os
 import resource
 from dataclasses import dataclass
+from typing import Literal
 
-__all__ = ["Isolation", "apply_cpu_limit", "apply_memory_limit", "data_segment_bytes"]
+__all__ = [
+    "BACKENDS",
+    "Isolation",
+    "apply_cpu_limit",
+    "apply_memory_limit",
+    "check_replicas",
+    "data_segment_bytes",
+    "usable_cpus",
+]
+
+#: Where replicas can run: child processes of this host, or actors of a Ray cluster.
+BACKENDS = ("process", "ray")
 
 MIB = 1024 * 1024
 
@@ -51,6 +66,13 @@ class Isolation:
     graceful stop may take before the child is sent SIGTERM and then SIGKILL. The child sends a
     heartbeat every ``heartbeat_interval`` seconds from its event loop; after ``heartbeat_timeout``
     seconds without one it is considered hung and killed.
+
+    Scale-out (docs/scale-out.md): ``replicas`` runs the component as that many children (an
+    int, or ``"cores"`` for one per CPU this process may use); ``None`` runs one child with no
+    replica machinery. ``route_by`` names a parameter: calls with equal values for it go to
+    the same replica, in call order. ``workflows_per_replica`` bounds the workflows of a
+    replicated workflow minion that run a step on one replica at once. ``backend="ray"`` runs
+    the replicas as Ray actors, each reserving ``num_cpus`` CPUs of the cluster.
     """
 
     memory_mb: int | None = None
@@ -59,6 +81,11 @@ class Isolation:
     stop_timeout: float = 5.0
     heartbeat_interval: float = 0.5
     heartbeat_timeout: float = 5.0
+    replicas: int | Literal["cores"] | None = None
+    route_by: str | None = None
+    workflows_per_replica: int = 64
+    backend: Literal["process", "ray"] = "process"
+    num_cpus: float | None = None
 
     def __post_init__(self) -> None:
         if self.memory_mb is not None:
@@ -75,6 +102,46 @@ class Isolation:
                 f"heartbeat_interval={self.heartbeat_interval!r}, or every child would be "
                 "declared hung between two heartbeats; use a timeout of several intervals"
             )
+        if self.replicas is not None:
+            check_replicas(self.replicas, "Isolation(replicas=...)")
+        if self.route_by is not None and not (
+            isinstance(self.route_by, str) and self.route_by.isidentifier()
+        ):
+            raise ValueError(
+                f"Isolation(route_by={self.route_by!r}) must name a parameter of the "
+                "component's methods, e.g. route_by='pair'"
+            )
+        _check_positive("workflows_per_replica", self.workflows_per_replica, integer=True)
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"Isolation(backend={self.backend!r}) must be one of {', '.join(BACKENDS)}"
+            )
+        if self.num_cpus is not None:
+            if self.backend != "ray":
+                raise ValueError(
+                    "Isolation(num_cpus=...) reserves CPUs on a Ray cluster; it needs "
+                    'backend="ray" (a local replica is one process, using up to one CPU)'
+                )
+            if isinstance(self.num_cpus, bool) or not isinstance(self.num_cpus, int | float):
+                raise TypeError(f"Isolation(num_cpus=...) must be a number, got {self.num_cpus!r}")
+            if not math.isfinite(self.num_cpus) or self.num_cpus < 0:
+                raise ValueError(f"Isolation(num_cpus={self.num_cpus!r}) must be 0 or more")
+        if self.backend == "ray" and (self.memory_mb is not None or self.cpu_seconds is not None):
+            raise ValueError(
+                'Isolation(backend="ray") does not take memory_mb or cpu_seconds: a Ray actor '
+                "shares its worker process with Ray; limit it with Ray's own resources instead"
+            )
+
+    @property
+    def replicated(self) -> bool:
+        """Whether the component runs as a set of replicas (any scale-out option is set)."""
+        return self.replicas is not None or self.route_by is not None or self.backend != "process"
+
+    def replica_count(self) -> int:
+        """How many replicas to start: ``replicas`` resolved (``"cores"``: usable CPUs)."""
+        if self.replicas is None:
+            return 1
+        return usable_cpus() if self.replicas == "cores" else int(self.replicas)
 
     def memory_cause(self) -> str:
         """The words used when the memory limit ends a child."""
@@ -83,6 +150,25 @@ class Isolation:
     def cpu_cause(self) -> str:
         """The words used when the CPU limit ends a child."""
         return f"exceeded CPU limit {self.cpu_seconds:g} s"
+
+
+def check_replicas(value: object, where: str) -> None:
+    """Raise a clear error unless ``value`` is a replica count: an int of at least 1, or
+    ``"cores"``."""
+    if value == "cores" and isinstance(value, str):
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f'{where} must be a number of replicas or "cores", got {value!r}')
+    if value < 1:
+        raise ValueError(f"{where} must be at least 1, got {value!r}")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask), at least 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - Linux has sched_getaffinity
+        return max(1, os.cpu_count() or 1)
 
 
 def data_segment_bytes() -> int:

@@ -233,6 +233,11 @@ class ChildProcess:
     def state(self) -> ChildState:
         return self._state
 
+    @property
+    def channel(self) -> Peer:
+        """The Peer of the child's channel (a router sends calls over it)."""
+        return self._peer
+
     def proxy(self, cls: type) -> Any:
         """A proxy to the component the child built, with the methods of ``cls``."""
         return self._peer.proxy(COMPONENT, cls, exclude=LIFECYCLE)

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final
@@ -67,6 +68,9 @@ _STREAM_ERROR: Final = int(Kind.STREAM_ERROR)
 _CREDIT: Final = int(Kind.CREDIT)
 _CONTROL: Final = int(Kind.CONTROL)
 _PACK_ERRORS: Final = (TypeError, ValueError, OverflowError)
+#: Time spent handling one frame's messages after which the replies so far are sent at once.
+_SLOW_DISPATCH_SECONDS: Final = 0.0005
+_perf = time.perf_counter
 
 
 class PeerState(enum.Enum):
@@ -344,8 +348,16 @@ class Peer:
 
     def _dispatch(self, frame: bytes) -> None:
         handlers = self._handlers
+        began = _perf()
         for message in decode_frame(frame, self._max_frame):
             handlers[message[1]](message)
+            now = _perf()
+            if now - began > _SLOW_DISPATCH_SECONDS:
+                # Calls that ran long (CPU-bound methods answer without suspending) send their
+                # replies now, not after the rest of the frame's calls: their callers, and a
+                # router counting calls in flight, hear of them as soon as they are done.
+                self._transport.flush()
+                began = now
 
     def _break(self, exc: BaseException) -> None:
         """The channel cannot go on: fail what waits here and make run() raise ``exc``."""

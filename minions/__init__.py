@@ -34,15 +34,18 @@ from .core.errors import RuntimeStateError as RuntimeStateError
 from .core.errors import StartupError as StartupError
 from .core.errors import UnknownComponentError as UnknownComponentError
 from .core.host import provide_isolated_hosts as _provide_isolated_hosts
+from .core.idempotent import idempotent as idempotent
 from .core.identity import minion_id as minion_id
 from .core.identity import pipeline_id as pipeline_id
 from .core.identity import resource_id as resource_id
 from .core.policy import Backoff as Backoff
 from .core.policy import ComponentOptions as ComponentOptions
 from .core.policy import Intensity as Intensity
+from .core.replica import ReplicaInfo as ReplicaInfo
 from .core.runtime import Extension as Extension
 from .core.runtime import Runtime as Runtime
 from .core.status import ComponentStatus as ComponentStatus
+from .core.status import ReplicaStatus as ReplicaStatus
 from .isolated.isolator import Isolator as _Isolator
 from .ops.control import ControlServer as ControlServer
 from .ops.metrics import MetricsEndpoint as MetricsEndpoint
@@ -83,6 +86,8 @@ __all__ = [
     "MinionsError",
     "Pipeline",
     "RemoteError",
+    "ReplicaInfo",
+    "ReplicaStatus",
     "Resource",
     "Runtime",
     "RuntimeStateError",
@@ -91,6 +96,7 @@ __all__ = [
     "UnknownComponentError",
     "WorkflowStore",
     "WorkflowStoreConfig",
+    "idempotent",
     "minion_id",
     "minion_step",
     "pipeline_id",

@@ -41,10 +41,10 @@ PROMISED = {
         "ComponentOptionsError", "ComponentState", "ComponentStatus", "ConfigError",
         "ControlServer", "DefinitionError", "DependencyCycleError", "DependencyError",
         "Extension", "Gru", "IdentityConflictError", "Intensity", "Isolation", "MetricsEndpoint",
-        "Minion", "MinionsError", "Pipeline", "RemoteError", "Resource", "Runtime",
-        "RuntimeStateError", "SerializationError", "StartupError", "UnknownComponentError",
-        "WorkflowStore", "WorkflowStoreConfig", "minion_id", "minion_step", "pipeline_id",
-        "resource_id", "run",
+        "Minion", "MinionsError", "Pipeline", "RemoteError", "ReplicaInfo", "ReplicaStatus",
+        "Resource", "Runtime", "RuntimeStateError", "SerializationError", "StartupError",
+        "UnknownComponentError", "WorkflowStore", "WorkflowStoreConfig", "idempotent",
+        "minion_id", "minion_step", "pipeline_id", "resource_id", "run",
     ],
     "minions.types": [
         "OrchestrationStatus", "PersistencePolicy", "PipelineStatistics", "RuntimeSnapshot",
@@ -69,8 +69,9 @@ PROMISED = {
         "ChildExit", "ChildProcess", "ChildSpec", "ChildStartError", "ChildState",
         "ComponentCrashed", "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_STREAM_CREDIT", "Isolation",
         "IsolationError", "Peer", "PeerState", "PeerStatistics", "ProtocolError", "RemoteError",
-        "RemoteMethod", "SerializationError", "Zygote", "check_remote_interface", "reference",
-        "remote_interface", "resolve", "unsupported_reason",
+        "RemoteMethod", "Router", "RouterStatistics", "SerializationError", "Zygote",
+        "check_remote_interface", "check_route_by", "reference", "remote_interface", "resolve",
+        "unsupported_reason",
     ],
 }  # fmt: skip
 

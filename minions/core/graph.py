@@ -8,7 +8,7 @@ Dependencies are declared by type annotation, in two forms that may be mixed:
 An annotation that is a :class:`~minions.Resource` subclass is a dependency. A constructor
 parameter with any other annotation must have a default (it stays a plain parameter); the
 attribute or parameter named ``config`` annotated with a pydantic model or dataclass receives the
-component's configuration.
+component's configuration, and one annotated :class:`~minions.ReplicaInfo` which replica it is.
 
 Each requested class resolves to one concrete class, its *binding*: a subclass listed among the
 components given to the runtime replaces it (so ``run(Strategy, FakeFeed)`` swaps a fake feed in
@@ -35,6 +35,7 @@ from .errors import (
     IdentityConflictError,
 )
 from .identity import identity_of
+from .replica import ReplicaInfo
 from .values import is_struct
 
 
@@ -191,6 +192,8 @@ def declared_dependencies(cls: type[Component]) -> Iterable[Dependency]:
             yield Dependency(param.name, "parameter", _as_resource(owner, param.name, hint))
         elif param.name == "config" and _is_config_type(hint):
             continue
+        elif hint is ReplicaInfo:
+            continue  # passed in by the host, like the config
         elif param.default is param.empty:
             shown = f"{param.name}: {_type_name(hint)}" if hint is not None else param.name
             raise DependencyError(

@@ -15,6 +15,7 @@ start and to build the host of every isolated incarnation.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import contextvars
 from collections.abc import Callable, Coroutine, Iterable, Mapping
@@ -29,6 +30,8 @@ from .errors import ComponentOptionsError, StartupError, TaskCancellationTimeout
 from .graph import Dependency, Node, declared_dependencies
 from .observer import CallObserver
 from .policy import Policy
+from .replica import SINGLE, ReplicaInfo, declared_replica_info
+from .status import ReplicaStatus
 from .tasks import CANCEL_GRACE, run_supervised, shutdown_supervised
 
 log = structlog.get_logger("minions")
@@ -36,11 +39,16 @@ log = structlog.get_logger("minions")
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a component's ``run()`` ended."""
+    """How a component's ``run()`` ended.
+
+    ``given_up`` says the host already applied the restart policy and gave up (every replica of
+    a replicated component was given up): the supervisor gives the component up at once.
+    """
 
     crashed: bool
     cause: str
     error: BaseException | None = None
+    given_up: bool = False
 
 
 class Host(Protocol):
@@ -65,12 +73,38 @@ class Host(Protocol):
         ...
 
 
+class ReplicatedHost(abc.ABC):
+    """A host whose incarnation is a set of replicas, each supervised by the host itself.
+
+    The hosts of replicated components subclass it (besides offering the :class:`Host`
+    surface). The supervisor sees one incarnation that runs while at least one replica does;
+    the host restarts its replicas under the component's policy and returns from ``wait()``
+    only when all of them are at rest.
+    """
+
+    @property
+    @abc.abstractmethod
+    def replicas(self) -> tuple[ReplicaStatus, ...]:
+        """A snapshot of each replica, by index."""
+
+    @property
+    @abc.abstractmethod
+    def running_replicas(self) -> int:
+        """How many replicas run now."""
+
+    @abc.abstractmethod
+    async def scale(self, count: int) -> None:
+        """Run ``count`` replicas from now on: start new ones, or drain and stop the last ones
+        (their calls and workflows in flight finish first, within the stop timeout)."""
+
+
 class IsolatedHosts(Protocol):
     """What runs a runtime's isolated components (see the module docstring); one per runtime."""
 
-    def check(self, node: Node, isolated: object) -> None:
+    def check(self, node: Node, isolated: object, replicas: object = None) -> None:
         """Raise a :class:`~minions.DefinitionError` now if ``node`` cannot run as ``isolated``
-        (the component's ``isolated=`` option) says."""
+        (the component's ``isolated=`` option) and ``replicas`` (its ``replicas`` option, set
+        outside the class: ``run()``'s options, ``minions.toml``, ``minions scale``) say."""
         ...
 
     def prepare(self) -> None:
@@ -92,8 +126,10 @@ class IsolatedHosts(Protocol):
         *,
         fresh_code: bool,
         observer: CallObserver | None,
+        replicas: object = None,
     ) -> Host:
-        """The host of one isolated incarnation; ``fresh_code`` loads its module anew."""
+        """The host of one isolated incarnation; ``fresh_code`` loads its module anew;
+        ``replicas`` overrides the replica count ``isolated`` sets."""
         ...
 
     async def aclose(self) -> None:
@@ -251,11 +287,13 @@ def construct_with(
     *,
     name: str | None = None,
     declared: Iterable[Dependency] | None = None,
+    replica: ReplicaInfo = SINGLE,
 ) -> Component:
     """Build ``cls``: attributes injected first, so ``__init__`` may use them too.
 
     ``declared`` is what ``cls`` declares, when the caller has it already (the graph does);
-    otherwise its annotations are read here.
+    otherwise its annotations are read here. ``replica`` is passed to a component that declares
+    a :class:`~minions.ReplicaInfo`.
     """
     kwargs: dict[str, object] = {}
     try:
@@ -269,6 +307,12 @@ def construct_with(
             instance.config = config  # type: ignore[attr-defined]
         elif config_via == "parameter":
             kwargs["config"] = config
+        wants_replica = declared_replica_info(cls)
+        if wants_replica is not None:
+            if wants_replica[1] == "attribute":
+                setattr(instance, wants_replica[0], replica)
+            else:
+                kwargs[wants_replica[0]] = replica
         instance.__init__(**kwargs)  # type: ignore[misc]
     except Exception as exc:
         shown = name or cls.__name__

@@ -111,6 +111,8 @@ class ComponentOptions:
     stop_timeout: float | None = None
     isolated: Any = None  # bool | isolation.Isolation; validated by the runtime
     name: str | None = None
+    #: Replicas of an isolated component: an int or "cores"; overrides the Isolation's.
+    replicas: int | str | None = None
 
     def __post_init__(self) -> None:
         if self.restart is not None and self.restart not in RESTART_VALUES:
@@ -125,6 +127,8 @@ class ComponentOptions:
                 )
         if self.name is not None and not (isinstance(self.name, str) and self.name.strip()):
             raise ComponentOptionsError(f"name must be a non-empty string, got {self.name!r}")
+        if self.replicas is not None:
+            check_replica_count(self.replicas, "replicas")
 
     @classmethod
     def from_keywords(cls, owner: str, keywords: dict[str, Any]) -> ComponentOptions:
@@ -189,3 +193,13 @@ def _require(condition: bool, message: str) -> None:
     # Comparisons with NaN are false, so NaN options are rejected here too.
     if not condition:
         raise ComponentOptionsError(message)
+
+
+def check_replica_count(value: object, where: str) -> None:
+    """Raise a ComponentOptionsError unless ``value`` is an int of at least 1 or ``"cores"``."""
+    if value == "cores" and isinstance(value, str):
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ComponentOptionsError(
+            f'{where} must be a number of replicas (1 or more) or "cores", got {value!r}'
+        )

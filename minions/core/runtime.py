@@ -36,15 +36,16 @@ from .component import Component, ComponentState
 from .config import ConfigSource
 from .errors import (
     ComponentOptionsError,
+    ConfigError,
     DefinitionError,
     RuntimeStateError,
     StartupError,
     UnknownComponentError,
 )
 from .graph import Graph, Node, build_graph
-from .host import Host, IsolatedHosts, LocalHost, isolated_hosts
+from .host import Host, IsolatedHosts, LocalHost, ReplicatedHost, isolated_hosts
 from .observer import CallObserver
-from .policy import ComponentOptions, Policy, RestartHistory
+from .policy import ComponentOptions, Policy, RestartHistory, check_replica_count
 from .status import ComponentStatus
 from .supervisor import Cell, Supervisor
 
@@ -54,6 +55,9 @@ ComponentRef = type[Component] | str
 OptionsMapping = Mapping[ComponentRef, ComponentOptions | Mapping[str, Any]]
 
 _AT_REST = frozenset({ComponentState.COMPLETED, ComponentState.STOPPED, ComponentState.FAILED})
+#: The table of minions.toml with the runtime's own settings, and its table of replica counts.
+SETTINGS_TABLE = "minions"
+REPLICAS_KEY = "replicas"
 
 
 class Extension(Protocol):
@@ -69,6 +73,13 @@ class Extension(Protocol):
     async def detach(self) -> None: ...
 
 
+def _usable_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - Linux has sched_getaffinity
+        return max(1, os.cpu_count() or 1)
+
+
 def default_project_dir() -> Path:
     """``$MINIONS_PROJECT_DIR`` if set, else the current directory."""
     return Path(os.environ.get("MINIONS_PROJECT_DIR") or Path.cwd()).resolve()
@@ -80,8 +91,9 @@ class Runtime:
     Parameters:
         config: a path to a TOML file, a mapping of tables per component name, or ``None`` for
             ``<project_dir>/minions.toml`` when it exists.
-        options: per-component options (restart policy, timeouts, ``isolated``) keyed by class
-            or component name; they override the class keywords.
+        options: per-component options (restart policy, timeouts, ``isolated``, ``replicas``)
+            keyed by class or component name; they override the class keywords and the
+            ``[minions.replicas]`` table of ``minions.toml``.
         project_dir: the project folder (state, logs, sockets live in its ``.minions/``).
         clock, rng: injectable time and randomness, for deterministic tests.
         environ: where environment overrides of config values are read (``os.environ``).
@@ -112,6 +124,7 @@ class Runtime:
         self._extensions = list(extensions)
         self._attached: list[Extension] | None = None
         self._redeployed: set[type[Any]] = set()
+        self._scaled: dict[type[Any], int] = {}  # replica counts set by scale()
         #: Measures the calls crossing isolation boundaries when set (before start()).
         self.call_observer: CallObserver | None = None
         self._changed = asyncio.Event()
@@ -234,6 +247,39 @@ class Runtime:
         else:
             await self._supervisor.stop(self._resolve(component))
 
+    async def scale(self, component: ComponentRef, replicas: int | str) -> None:
+        """Run ``replicas`` replicas of a replicated isolated component from now on.
+
+        New replicas start while the others serve; removed ones (the highest indexes) drain
+        first: they take no new calls, and their calls and workflows in flight finish, within
+        the component's stop timeout. The count holds for later incarnations too (after a
+        restart). ``"cores"`` means one per usable CPU. A component that runs in-process, or as
+        a single child without replicas, cannot be scaled: :class:`~minions.RuntimeStateError`.
+        """
+        check_replica_count(replicas, f"scale({component!r}, ...)")
+        count = _usable_cpus() if replicas == "cores" else int(replicas)
+        cls = self._resolve(component)
+        cell = next(c for c in self._supervisor.cells if c.node.cls is cls)
+        if not cell.isolated:
+            raise RuntimeStateError(
+                f"cannot scale {cell.name}: it runs in-process. Only isolated components have "
+                f"replicas: declare it isolated=Isolation(replicas=N)"
+            )
+        host = cell.host
+        if host is not None and not isinstance(host, ReplicatedHost):
+            raise RuntimeStateError(
+                f"cannot scale {cell.name}: it runs as a single child (isolated without "
+                f"replicas). Give it replicas to scale it at run time: Isolation(replicas=1), "
+                f"the replicas option, or {cell.name} = 1 in [minions.replicas] of minions.toml"
+            )
+        self._scaled[cls] = count
+        log.info("component.scaling", component=cell.name, replicas=count)
+        if isinstance(host, ReplicatedHost) and cell.state is ComponentState.RUNNING:
+            try:
+                await host.scale(count)
+            finally:
+                self._changed.set()
+
     def kill(self) -> None:
         """Stop everything at once, without stop timeouts or ``shutdown()`` hooks."""
         self._supervisor.kill()
@@ -328,6 +374,14 @@ class Runtime:
                 )
 
     def _check_option_keys(self, graph: Graph) -> None:
+        components = {n.name for n in graph.nodes}
+        unknown = sorted(set(self._configured_replicas()) - components)
+        if unknown:
+            raise ConfigError(
+                f"[{SETTINGS_TABLE}.{REPLICAS_KEY}] of {self._load_config().origin} names "
+                f"{', '.join(unknown)}, which is not one of the components: "
+                f"{', '.join(sorted(components))}"
+            )
         known = {n.cls for n in graph.nodes} | {n.name for n in graph.nodes}
         for key in self._options:
             if key not in known:
@@ -344,6 +398,9 @@ class Runtime:
 
     def _options_for(self, node: Node) -> ComponentOptions:
         options = node.cls.__minions_options__
+        configured = self._configured_replicas().get(node.name)
+        if configured is not None:
+            options = options.merged(ComponentOptions(replicas=configured))
         for key in (node.cls, node.name):
             extra = self._options.get(key)
             if extra is None:
@@ -351,14 +408,38 @@ class Runtime:
             if not isinstance(extra, ComponentOptions):
                 extra = ComponentOptions.from_keywords(node.name, dict(extra))
             options = options.merged(extra)
+        scaled = self._scaled.get(node.cls)
+        if scaled is not None:
+            options = options.merged(ComponentOptions(replicas=scaled))
         return options
+
+    def _configured_replicas(self) -> Mapping[str, int | str]:
+        """The ``[minions.replicas]`` table of the config: replica counts by component name."""
+        config = self._load_config()
+        table = config.tables.get(SETTINGS_TABLE, {}).get(REPLICAS_KEY, {})
+        if not isinstance(table, Mapping):
+            raise ConfigError(
+                f"[{SETTINGS_TABLE}.{REPLICAS_KEY}] of {config.origin} must be a table of "
+                f'component names and replica counts, e.g. Pricer = 4 or Pricer = "cores"'
+            )
+        for name, value in table.items():
+            try:
+                check_replica_count(value, f"{name} in [{SETTINGS_TABLE}.{REPLICAS_KEY}]")
+            except ComponentOptionsError as exc:
+                raise ConfigError(f"{exc} (in {config.origin})") from None
+        return table
 
     def _new_cell(self, node: Node) -> Cell:
         options = self._options_for(node)
         policy = Policy.resolve(options, node.cls.__minions_default_restart__)
         isolated = options.isolated not in (None, False)
+        if options.replicas is not None and not isolated:
+            raise ComponentOptionsError(
+                f"{node.name}: replicas={options.replicas!r} needs an isolated component; "
+                f"declare it isolated=Isolation(...) (each replica is a child process)"
+            )
         if isolated:
-            self._isolated_hosts().check(node, options.isolated)
+            self._isolated_hosts().check(node, options.isolated, options.replicas)
         return Cell(
             node=node, policy=policy, isolated=isolated, history=RestartHistory(policy.intensity)
         )
@@ -377,5 +458,6 @@ class Runtime:
                 options.isolated,
                 fresh_code=node.cls in self._redeployed,
                 observer=self.call_observer,
+                replicas=options.replicas,
             )
         return LocalHost(node, policy, on_abandon=self._abandoned.add)

@@ -10,6 +10,27 @@ from .component import ComponentState
 
 
 @dataclass(frozen=True)
+class ReplicaStatus:
+    """One replica of a replicated component at one moment (``ComponentStatus.replicas``).
+
+    ``state`` is the replica's own: ``starting``, ``running``, ``restarting`` (waiting out its
+    backoff), ``stopping`` (draining, after a scale down), ``stopped``, ``completed`` or
+    ``failed`` (given up). ``calls_in_flight`` counts the calls, streams and workflow steps
+    running on it; ``node`` is the Ray node it runs on (``None`` for a local child).
+    """
+
+    index: int
+    state: ComponentState
+    pid: int | None
+    restarts: int
+    crashes: int
+    calls_in_flight: int
+    last_error: str | None
+    started_at: datetime | None
+    node: str | None = None
+
+
+@dataclass(frozen=True)
 class ComponentStatus:
     """One component at one moment: returned by :meth:`minions.Runtime.status`.
 
@@ -18,6 +39,8 @@ class ComponentStatus:
     ``startup()`` failed) and, for an isolated component, how its child ended: ``died``,
     ``hung``, ``protocol``, ``memory``, ``cpu``. ``ended_by_crash`` is true for a component
     whose last incarnation crashed and whose policy did not restart it (``temporary``).
+    ``replicas`` describes each replica of a replicated component (empty otherwise); its
+    ``pid`` is then ``None``.
     """
 
     name: str
@@ -31,7 +54,11 @@ class ComponentStatus:
     pid: int | None  # the child process of an isolated component
     crash_causes: Mapping[str, int] = field(default_factory=dict, hash=False)
     ended_by_crash: bool = False
+    replicas: tuple[ReplicaStatus, ...] = ()
 
     def __str__(self) -> str:
         text = f"{self.name} ({self.kind}) {self.state.value}, {self.restarts} restarts"
+        if self.replicas:
+            running = sum(1 for r in self.replicas if r.state is ComponentState.RUNNING)
+            text += f", {running}/{len(self.replicas)} replicas running"
         return f"{text}, last error: {self.last_error}" if self.last_error else text

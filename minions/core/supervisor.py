@@ -31,9 +31,9 @@ from .clock import Clock
 from .component import ComponentState
 from .errors import RuntimeStateError, StartupError
 from .graph import Graph, Node
-from .host import Host, Outcome
+from .host import Host, Outcome, ReplicatedHost
 from .policy import Policy, RestartHistory
-from .status import ComponentStatus
+from .status import ComponentStatus, ReplicaStatus
 
 log = structlog.get_logger("minions")
 
@@ -70,10 +70,16 @@ class Cell:
         return self.node.name
 
     def snapshot(self) -> ComponentStatus:
+        state, host = self.state, self.host
+        replicas: tuple[ReplicaStatus, ...] = ()
+        if isinstance(host, ReplicatedHost) and state.is_active:
+            replicas = host.replicas
+            if state is _S.RUNNING and not host.running_replicas:
+                state = _S.RESTARTING  # it runs while at least one of its replicas does
         return ComponentStatus(
             name=self.name,
             kind=self.node.kind,
-            state=self.state,
+            state=state,
             restarts=self.restarts,
             crashes=self.crashes,
             last_error=self.last_error,
@@ -82,6 +88,7 @@ class Cell:
             pid=self.host.pid if self.host is not None and self.state is _S.RUNNING else None,
             crash_causes=dict(self.crash_causes),
             ended_by_crash=self.ended_by_crash and self.state is _S.STOPPED,
+            replicas=replicas,
         )
 
     def count_crash(self, cause: str) -> None:
@@ -312,14 +319,23 @@ class Supervisor:
             log.error(
                 "component.crashed", component=cell.name, reason=cause, exc_info=outcome.error
             )
-        await self._after_exit(cell, crashed=crashed, cause=cause, host=host)
+        await self._after_exit(
+            cell, crashed=crashed, cause=cause, host=host, given_up=outcome.given_up
+        )
 
     async def _after_exit(
-        self, cell: Cell, *, crashed: bool, cause: str, host: Host | None = None
+        self,
+        cell: Cell,
+        *,
+        crashed: bool,
+        cause: str,
+        host: Host | None = None,
+        given_up: bool = False,
     ) -> None:
         """Apply the policy to an incarnation that ended. Its dependents stop first, then its
         own ``host`` (when given: its ``shutdown()`` has not run yet), so that a dependent's
-        ``shutdown()`` can still use it."""
+        ``shutdown()`` can still use it. ``given_up``: the host has given it up already (every
+        replica was)."""
         if self._closed:
             await self._release(cell, host)
             cell.state = _S.STOPPED
@@ -333,10 +349,12 @@ class Supervisor:
             log.info(event, component=cell.name, reason=f"{cause}; restart={cell.policy.restart}")
             return
         now = self._clock.now()
-        if not cell.history.allows_restart(now):
+        if given_up or not cell.history.allows_restart(now):
             intensity = cell.policy.intensity
             reason = (
-                f"more than {intensity.max_restarts} restarts within {intensity.within} s; "
+                cause
+                if given_up
+                else f"more than {intensity.max_restarts} restarts within {intensity.within} s; "
                 f"last: {cause}"
             )
             await self._stop_dependents(

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import dataclasses
+import functools
 from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
@@ -37,15 +39,23 @@ from .code import CHECK_FACTORY, check_payload
 log = structlog.get_logger("minions")
 
 
-def isolation_of(node: Node, isolated: object) -> Isolation:
-    """The :class:`Isolation` settings for ``isolated=...``, or a clear error."""
+def isolation_of(node: Node, isolated: object, replicas: object = None) -> Isolation:
+    """The :class:`Isolation` settings for ``isolated=...`` (with ``replicas`` set outside the
+    class, when it is), or a clear error."""
     if isolated is True:
-        return Isolation()
-    if isinstance(isolated, Isolation):
-        return isolated
-    raise ComponentOptionsError(
-        f"{node.name}: isolated must be True or an isolation.Isolation(...), got {isolated!r}"
-    )
+        isolation = Isolation()
+    elif isinstance(isolated, Isolation):
+        isolation = isolated
+    else:
+        raise ComponentOptionsError(
+            f"{node.name}: isolated must be True or an isolation.Isolation(...), got {isolated!r}"
+        )
+    if replicas is None:
+        return isolation
+    try:
+        return dataclasses.replace(isolation, replicas=replicas)  # type: ignore[arg-type]
+    except (TypeError, ValueError) as exc:
+        raise ComponentOptionsError(f"{node.name}: {exc}") from None
 
 
 def check_isolatable(
@@ -109,14 +119,24 @@ def component_context(name: str) -> contextvars.Context:
 
 
 async def spawn_child(
-    zygotes: Zygotes, name: str, spec: ChildSpec, services: Mapping[str, object]
+    zygotes: Zygotes,
+    name: str,
+    spec: ChildSpec,
+    services: Mapping[str, object],
+    *,
+    replica: int | None = None,
 ) -> ChildProcess:
     """Fork the child of component ``name``; a failure to start is a :class:`StartupError`.
 
     The spawn runs in a context tagged with the component, so that the calls its child makes
-    into this process (served by tasks of that channel) log under the component's name.
+    into this process (served by tasks of that channel) log under the component's name. The
+    events and output of a replica's child carry its ``replica`` index too.
     """
-    starting = spawn(zygotes.get(), spec, services, on_log=_forward_log, on_output=_forward_output)
+    on_log, on_output = _forward_log, _forward_output
+    if replica is not None:
+        on_log = functools.partial(_forward_log, replica=replica)
+        on_output = functools.partial(_forward_output, replica=replica)
+    starting = spawn(zygotes.get(), spec, services, on_log=on_log, on_output=on_output)
     try:
         return await asyncio.get_running_loop().create_task(
             starting, context=component_context(name)
@@ -163,13 +183,16 @@ _LEVELS = {name: level_number(name) for name in LOG_LEVELS}
 _MAX_NAME = 200
 _MAX_FIELDS = 64
 #: Keys the logging machinery here would act on rather than print.
-_RESERVED = frozenset({"exc_info", "stack_info", "positional_args", "component", "child_logger"})
+_RESERVED = frozenset(
+    {"exc_info", "stack_info", "positional_args", "component", "replica", "child_logger"}
+)
 
 
-def _forward_log(component: str, event: dict[str, Any]) -> None:
+def _forward_log(component: str, event: dict[str, Any], *, replica: int | None = None) -> None:
     """Log a child's event here, under the component's name, at the level it claims if that is
     one of :data:`~minions.core.logs.LOG_LEVELS` (else at warning, saying so). The child's
-    logger name, an untrusted string, goes into the ``child_logger`` field, cut to length."""
+    logger name, an untrusted string, goes into the ``child_logger`` field, cut to length; a
+    replica's events carry its ``replica`` index."""
     fields = dict(event)
     name = _bounded(fields.pop("event", "child.log"))
     claimed = fields.pop("level", "info")
@@ -190,6 +213,8 @@ def _forward_log(component: str, event: dict[str, Any]) -> None:
         kept[key] = value
     if logger_name is not None:
         kept["child_logger"] = _bounded(str(logger_name))
+    if replica is not None:
+        kept["replica"] = replica
     child_log.log(level, name, component=component, **kept)
 
 
@@ -198,5 +223,8 @@ def _bounded(text: object) -> str:
     return shown if len(shown) <= _MAX_NAME else shown[:_MAX_NAME] + "..."
 
 
-def _forward_output(component: str, stream: str, line: str) -> None:
-    log.info("component.output", component=component, stream=stream, line=line)
+def _forward_output(component: str, stream: str, line: str, *, replica: int | None = None) -> None:
+    if replica is None:
+        log.info("component.output", component=component, stream=stream, line=line)
+    else:
+        log.info("component.output", component=component, replica=replica, stream=stream, line=line)

@@ -30,7 +30,7 @@ from typing import Any
 
 import structlog
 
-from isolation import ChildProcess, ChildSpec, reference, resolve
+from isolation import ChildProcess, ChildSpec, Isolation, reference, resolve
 
 from ..core.component import Component, Resource, component_name, has_own_run, tasks_of
 from ..core.errors import RuntimeStateError, StartupError
@@ -38,6 +38,7 @@ from ..core.graph import Node, declared_config, declared_dependencies
 from ..core.host import Outcome, construct_with
 from ..core.observer import CallObserver
 from ..core.policy import Policy
+from ..core.replica import SINGLE, ReplicaInfo
 from ..core.tasks import run_supervised, shutdown_supervised
 from ..core.values import plain_codec
 from .children import Zygotes, isolation_of, spawn_child
@@ -97,30 +98,9 @@ class IsolatedHost:
 
     async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None:
         node = self._node
-        payload: dict[str, Any] = {
-            "component": reference(node.cls),
-            "config": _dump_config(node, config),
-        }
-        if self._fresh_code:
-            try:
-                payload["fresh"] = fresh_source(node.cls)
-            except RuntimeStateError as exc:
-                raise StartupError(node.name, str(exc)) from None
-        spec = ChildSpec(
-            component=node.name,
-            factory=FACTORY,
-            services={dep.name: reference(bound) for dep, bound in node.dependencies},
-            payload=payload,
-            isolation=self._isolation,
+        spec, services = child_spec(
+            node, self._isolation, provided, config, self._fresh_code, self._observer
         )
-        services = {dep.name: provided[bound] for dep, bound in node.dependencies}
-        if self._observer is not None:
-            services = {
-                dep.name: measured_service(
-                    provided[bound], bound, node.name, component_name(bound), self._observer
-                )
-                for dep, bound in node.dependencies
-            }
         self._child = await spawn_child(self._zygotes, node.name, spec, services)
 
     async def wait(self) -> Outcome:
@@ -145,6 +125,43 @@ class IsolatedHost:
                 os.kill(self._child.pid, signal.SIGKILL)
 
 
+def child_spec(
+    node: Node,
+    isolation: Isolation,
+    provided: Mapping[type[Any], object],
+    config: object | None,
+    fresh_code: bool,
+    observer: CallObserver | None,
+) -> tuple[ChildSpec, dict[str, object]]:
+    """What the child of ``node`` builds, and the services it reaches in this process
+    (measured stand-ins when ``observer`` is set)."""
+    payload: dict[str, Any] = {
+        "component": reference(node.cls),
+        "config": _dump_config(node, config),
+    }
+    if fresh_code:
+        try:
+            payload["fresh"] = fresh_source(node.cls)
+        except RuntimeStateError as exc:
+            raise StartupError(node.name, str(exc)) from None
+    spec = ChildSpec(
+        component=node.name,
+        factory=FACTORY,
+        services={dep.name: reference(bound) for dep, bound in node.dependencies},
+        payload=payload,
+        isolation=isolation,
+    )
+    services = {dep.name: provided[bound] for dep, bound in node.dependencies}
+    if observer is not None:
+        services = {
+            dep.name: measured_service(
+                provided[bound], bound, node.name, component_name(bound), observer
+            )
+            for dep, bound in node.dependencies
+        }
+    return spec, services
+
+
 def build_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> Component:
     """The child's factory: construct the component with proxies for its dependencies."""
     fresh = payload.get("fresh")
@@ -158,7 +175,7 @@ def build_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> Co
     if config_type is not None:
         config = plain_codec(config_type).load(payload["config"])
     structlog.contextvars.bind_contextvars(component=cls.__minions_options__.name or cls.__name__)
-    instance = construct_with(cls, dependencies, config, config_via)
+    instance = construct_with(cls, dependencies, config, config_via, replica=replica_of(payload))
     # The child calls run() and shutdown() as the hooks: the same supervised wrappers as in
     # the parent, so background tasks crash the component and are drained when it stops. A
     # resource without run() lives until it is stopped, as it does in-process.
@@ -169,6 +186,15 @@ def build_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> Co
         shutdown_supervised, tasks, instance.shutdown
     )
     return instance
+
+
+def replica_of(payload: Mapping[str, Any]) -> ReplicaInfo:
+    """The :class:`ReplicaInfo` a replica's payload carries (``SINGLE`` for a lone child)."""
+    replica = payload.get("replica")
+    if replica is None:
+        return SINGLE
+    index, count = replica
+    return ReplicaInfo(int(index), int(count))
 
 
 def _dump_config(node: Node, config: object | None) -> Any:

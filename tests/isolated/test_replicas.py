@@ -1,0 +1,362 @@
+"""Replicated isolated components: N real children behind one proxy, each supervised alone.
+
+The components are defined at module level so that the children (forks of the runtime's warm
+zygote) find them by name. Waits are on events the parent-side ``Board`` sets when the replicas
+call it; nothing sleeps to wait for something.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, ClassVar
+
+import anyio
+import pytest
+
+from isolation import ComponentCrashed, Isolation
+from minions import (
+    Backoff,
+    ComponentOptionsError,
+    ComponentState,
+    ConfigError,
+    Minion,
+    ReplicaInfo,
+    Resource,
+    Runtime,
+    RuntimeStateError,
+    idempotent,
+)
+
+pytestmark = pytest.mark.anyio
+
+LIMIT = 45.0
+FAST = Backoff(initial=0.01, cap=0.05, jitter=0.0)
+
+
+class Board(Resource):
+    """Parent-side: replicas check in here, and park calls until the test releases them."""
+
+    checkins: ClassVar[list[tuple[int, int, int]]] = []
+    inside: ClassVar[Counter[int]] = Counter()
+    wanted: ClassVar[int] = 0
+    enough: ClassVar[asyncio.Event]
+    released: ClassVar[asyncio.Event]
+
+    async def checkin(self, index: int, count: int, pid: int) -> None:
+        self.checkins.append((index, count, pid))
+        if len(self.checkins) >= self.wanted:
+            self.enough.set()
+
+    async def entered(self, pid: int) -> None:
+        self.inside[pid] += 1
+        if sum(self.inside.values()) >= self.wanted:
+            self.enough.set()
+
+    async def wait_release(self) -> None:
+        await self.released.wait()
+
+
+def _reset_board(wanted: int) -> None:
+    Board.checkins = []
+    Board.inside = Counter()
+    Board.wanted = wanted
+    Board.enough = asyncio.Event()
+    Board.released = asyncio.Event()
+
+
+def burn(milliseconds: float) -> None:
+    """Pure-Python CPU work for about ``milliseconds``."""
+    deadline = time.thread_time() + milliseconds / 1000
+    while time.thread_time() < deadline:
+        pass
+
+
+class Burner(Resource, isolated=Isolation(replicas=1)):
+    async def burn(self, milliseconds: float) -> tuple[int, float, float]:
+        started = time.monotonic()
+        burn(milliseconds)
+        return os.getpid(), started, time.monotonic()
+
+
+class Keyed(Resource, isolated=Isolation(replicas=2, route_by="key"), backoff=FAST):
+    """Per-key state in each replica: the last sequence number seen for each key."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, int] = {}
+
+    async def update(self, key: int, seq: int) -> tuple[int, float, int]:
+        started = time.monotonic()
+        previous = self._last.get(key, -1)
+        self._last[key] = seq
+        return os.getpid(), started, previous
+
+    async def anywhere(self) -> int:
+        return os.getpid()
+
+
+class Held(Resource, isolated=Isolation(replicas=3), backoff=FAST, max_restarts=5):
+    """Calls that park in the parent until released: some are in flight when a replica dies."""
+
+    def __init__(self, board: Board) -> None:
+        self._board = board
+
+    async def work(self, n: int) -> int:
+        await self._board.entered(os.getpid())
+        await self._board.wait_release()
+        return os.getpid()
+
+    @idempotent
+    async def read(self, n: int) -> int:
+        await self._board.entered(os.getpid())
+        await self._board.wait_release()
+        return os.getpid()
+
+
+class Counted(Minion, isolated=Isolation(replicas=3)):
+    """A replicated minion: each copy of run() checks in with which replica it is."""
+
+    def __init__(self, board: Board, replica: ReplicaInfo) -> None:
+        self._board = board
+        self._replica = replica
+
+    async def run(self) -> None:
+        await self._board.checkin(self._replica.index, self._replica.count, os.getpid())
+        await asyncio.Event().wait()
+
+
+async def _timed_burn(burner: Any, calls: int) -> tuple[float, list[tuple[int, float, float]]]:
+    semaphore = asyncio.Semaphore(16)
+
+    async def one() -> tuple[int, float, float]:
+        async with semaphore:
+            ran: tuple[int, float, float] = await burner.burn(3.0)
+            return ran
+
+    began = time.perf_counter()
+    runs = await asyncio.gather(*(one() for _ in range(calls)))
+    return time.perf_counter() - began, runs
+
+
+def _concurrency(runs: list[tuple[int, float, float]]) -> float:
+    """How many calls ran at once on average, from when each started and ended."""
+    busy = sum(end - start for _, start, end in runs)
+    return busy / (max(end for *_, end in runs) - min(start for _, start, _ in runs))
+
+
+async def test_two_replicas_of_a_cpu_bound_resource_finish_sooner_than_one(
+    tmp_path: Path,
+) -> None:
+    """The same CPU-bound work from concurrent callers is spread over both replicas, which run
+    it at the same time and finish sooner. The two systems take turns in short rounds and the
+    best round of each is compared; other work on a shared machine can take a whole core for a
+    while, so a comparison the replicas lose is measured again (at most three times: a real
+    loss of parallelism loses them all). The bound is generous: bench_scale measures the ratio.
+    """
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs 2 usable CPUs to run two replicas at once")
+    with anyio.fail_after(LIMIT):
+        async with (
+            Runtime(project_dir=tmp_path / "one", options={Burner: {"replicas": 1}}) as rt1,
+            Runtime(project_dir=tmp_path / "two", options={Burner: {"replicas": 2}}) as rt2,
+        ):
+            await rt1.start(Burner)
+            await rt2.start(Burner)
+            one, two = rt1.instances()["Burner"], rt2.instances()["Burner"]
+            await asyncio.gather(one.burn(1.0), two.burn(1.0), two.burn(1.0))
+            attempts = []
+            for _ in range(3):
+                times: dict[int, list[float]] = {1: [], 2: []}
+                pids: dict[int, set[int]] = {1: set(), 2: set()}
+                concurrency = []
+                for round_ in range(8):
+                    turns = ((1, one), (2, two)) if round_ % 2 else ((2, two), (1, one))
+                    for count, burner in turns:
+                        took, ran = await _timed_burn(burner, 32)
+                        times[count].append(took)
+                        pids[count] |= {pid for pid, *_ in ran}
+                        if count == 2:
+                            concurrency.append(_concurrency(ran))
+                assert len(pids[1]) == 1 and len(pids[2]) == 2
+                mean = sum(concurrency) / len(concurrency)
+                assert mean > 1.3, f"the two replicas ran {mean:.2f} calls at once on average"
+                attempts.append((min(times[2]), min(times[1])))
+                if attempts[-1][0] < attempts[-1][1] * 0.9:
+                    break
+    best_two, best_one = attempts[-1]
+    assert best_two < best_one * 0.9, f"(2 replicas, 1 replica), best rounds in s: {attempts}"
+
+
+async def test_replicas_cores_starts_one_child_per_usable_cpu(tmp_path: Path) -> None:
+    """``replicas="cores"`` means the CPUs this process may run on, one child each."""
+    cpus = len(os.sched_getaffinity(0))
+    options: dict[Any, Any] = {Burner: {"replicas": "cores"}}
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path, options=options) as rt:
+            await rt.start(Burner)
+            status = rt.status()["Burner"]
+    assert status.state is ComponentState.RUNNING and status.pid is None
+    assert [r.index for r in status.replicas] == list(range(cpus))
+    pids = {r.pid for r in status.replicas}
+    assert len(pids) == cpus and os.getpid() not in pids
+    assert all(r.state is ComponentState.RUNNING for r in status.replicas)
+
+
+async def test_calls_by_key_stay_on_one_replica_in_order_while_it_scales_up(
+    tmp_path: Path,
+) -> None:
+    """10,000 calls over 64 keys from 64 concurrent callers: each key's calls run on one
+    replica in the order they were made; scaling from 2 to 3 replicas halfway moves about a
+    third of the keys, and a moved key's first call on its new replica starts only after its
+    last call on the old one has ended."""
+    total, keys, callers = 10_000, 64, 64
+    sequence = dict.fromkeys(range(keys), 0)
+    runs: dict[int, list[tuple[int, int, float, int]]] = {k: [] for k in range(keys)}
+    ended: dict[tuple[int, int], float] = {}
+    made = 0
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Keyed)
+            keyed = rt.instances()["Keyed"]
+            halfway = asyncio.Event()
+
+            async def caller(me: int) -> None:
+                nonlocal made
+                n = me
+                while made < total:
+                    key = (n * 7 + me) % keys
+                    n += 1
+                    seq = sequence[key]
+                    sequence[key] += 1
+                    made += 1
+                    if made == total // 2:
+                        halfway.set()
+                    pid, started, previous = await keyed.update(key, seq)
+                    ended[(key, seq)] = time.monotonic()
+                    runs[key].append((seq, pid, started, previous))
+
+            async def scale_up() -> None:
+                await halfway.wait()
+                await rt.scale("Keyed", 3)
+
+            await asyncio.gather(scale_up(), *(caller(i) for i in range(callers)))
+            status = rt.status()["Keyed"]
+    assert made == total and sum(len(r) for r in runs.values()) == total
+    assert len(status.replicas) == 3
+    moved = 0
+    for key, calls in runs.items():
+        calls.sort()
+        pids = [pid for _, pid, _, _ in calls]
+        changes = [i for i in range(1, len(pids)) if pids[i] != pids[i - 1]]
+        assert len(changes) <= 1, f"key {key} ran on replicas {pids}"
+        moved += len(changes)
+        for i, (seq, pid, started, previous) in enumerate(calls):
+            assert seq == i
+            if i and pid == pids[i - 1]:
+                assert previous == seq - 1, f"key {key}: {seq} ran after {previous} on {pid}"
+            if i:
+                # Later calls of a key start after earlier ones did; on a new replica, after
+                # the old one's last call ended.
+                assert started >= calls[i - 1][2]
+                if pid != pids[i - 1]:
+                    assert started >= ended[(key, seq - 1)] - 0.001
+    assert 8 <= moved <= 36, f"{moved} of {keys} keys moved from 2 to 3 replicas"
+
+
+async def test_a_killed_replica_is_replaced_while_the_others_serve(tmp_path: Path) -> None:
+    """SIGKILL one of three replicas with calls parked in all of them: its plain calls fail
+    with ComponentCrashed, its idempotent ones are retried on a live replica and succeed, the
+    other replicas' calls succeed, and the replica comes back under a new pid."""
+    _reset_board(wanted=30)
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Held)
+            held = rt.instances()["Held"]
+            calls = [asyncio.ensure_future(held.work(n)) for n in range(15)]
+            reads = [asyncio.ensure_future(held.read(n)) for n in range(15)]
+            await Board.enough.wait()
+            before = rt.status()["Held"].replicas
+            assert all(r.calls_in_flight > 0 for r in before)
+            victim = before[1]
+            assert victim.pid is not None
+            os.kill(victim.pid, signal.SIGKILL)
+            # The victim runs no more code once SIGKILL is sent: its calls cannot complete.
+            Board.released.set()
+            results = await asyncio.gather(*calls, return_exceptions=True)
+            read_pids = await asyncio.gather(*reads)
+            crashed = [r for r in results if isinstance(r, ComponentCrashed)]
+            served = [r for r in results if isinstance(r, int)]
+            assert len(crashed) + len(served) == 15
+            assert crashed and served
+            assert victim.pid not in served
+            assert victim.pid not in read_pids
+            original = {r.pid for r in before}
+            n = 0
+            while True:  # until a call is served by the replacement
+                pid = await held.work(n)
+                n += 1
+                if pid not in original:
+                    break
+            after = rt.status()["Held"]
+            assert after.replicas[1].pid == pid
+            assert after.replicas[1].state is ComponentState.RUNNING
+            assert after.replicas[1].restarts == 1 and after.replicas[1].crashes == 1
+            assert after.state is ComponentState.RUNNING
+            assert after.restarts == 0  # the component itself was never restarted
+            pids = {await held.work(n) for n in range(12)}
+            assert victim.pid not in pids
+
+
+async def test_each_copy_of_a_replicated_minion_knows_which_it_is(tmp_path: Path) -> None:
+    """A replicated minion runs run() in each child, each given its ReplicaInfo."""
+    _reset_board(wanted=3)
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Counted)
+            await Board.enough.wait()
+    assert sorted(i for i, _, _ in Board.checkins) == [0, 1, 2]
+    assert {c for _, c, _ in Board.checkins} == {3}
+    assert len({p for _, _, p in Board.checkins}) == 3
+
+
+async def test_replicas_come_from_the_config_file_and_bad_ones_are_refused(
+    tmp_path: Path,
+) -> None:
+    """``[minions.replicas]`` in minions.toml sets the count without editing code; a count,
+    a component name or a route_by that cannot work is an error before anything starts."""
+    (tmp_path / "minions.toml").write_text("[minions.replicas]\nBurner = 3\n")
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Burner)
+            assert len(rt.status()["Burner"].replicas) == 3
+    (tmp_path / "minions.toml").write_text('[minions.replicas]\nBurner = "many"\n')
+    with pytest.raises(ConfigError, match=re.escape("Burner in [minions.replicas]")):
+        await Runtime(project_dir=tmp_path).start(Burner)
+    (tmp_path / "minions.toml").write_text("[minions.replicas]\nBruner = 2\n")
+    with pytest.raises(ConfigError, match="Bruner, which is not one of the components"):
+        await Runtime(project_dir=tmp_path).start(Burner)
+    (tmp_path / "minions.toml").unlink()
+    with pytest.raises(ComponentOptionsError, match="needs an isolated component"):
+        await Runtime(project_dir=tmp_path, options={Board: {"replicas": 2}}).start(Board)
+    bad = {Keyed: {"isolated": Isolation(replicas=2, route_by="pair")}}
+    with pytest.raises(ComponentOptionsError, match="no method of Keyed takes a parameter"):
+        await Runtime(project_dir=tmp_path, options=bad).start(Keyed)
+    with pytest.raises(ValueError, match="must be at least 1"):
+        Isolation(replicas=0)
+
+
+async def test_only_replicated_components_scale(tmp_path: Path) -> None:
+    """Scaling an in-process component, or a lone isolated child, is refused with what to do."""
+    lone = {Burner: {"isolated": True}}
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path, options=lone) as rt:
+            await rt.start(Burner, Board)
+            with pytest.raises(RuntimeStateError, match="runs in-process"):
+                await rt.scale("Board", 2)
+            with pytest.raises(RuntimeStateError, match="single child"):
+                await rt.scale("Burner", 2)
