@@ -72,7 +72,7 @@ class Cell:
     def snapshot(self) -> ComponentStatus:
         state, host = self.state, self.host
         replicas: tuple[ReplicaStatus, ...] = ()
-        if isinstance(host, ReplicatedHost) and state.is_active:
+        if isinstance(host, ReplicatedHost):
             replicas = host.replicas
             if state is _S.RUNNING and not host.running_replicas:
                 state = _S.RESTARTING  # it runs while at least one of its replicas does

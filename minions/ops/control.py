@@ -51,12 +51,19 @@ import zmq.asyncio
 
 from ..core.errors import MinionsError, RuntimeStateError, StartupError, UnknownComponentError
 from ..core.runtime import Runtime
-from ..core.status import ComponentStatus
+from ..core.status import ComponentStatus, ReplicaStatus
 from .lock import ProjectLock
 from .metrics import MetricsEndpoint
-from .usage import Usage, UsageSampler
+from .usage import Usage, UsageSampler, local_pids
 
-__all__ = ["PROTOCOL_VERSION", "ControlServer", "probe", "socket_path", "status_row"]
+__all__ = [
+    "PROTOCOL_VERSION",
+    "ControlServer",
+    "probe",
+    "replica_row",
+    "socket_path",
+    "status_row",
+]
 
 log = structlog.get_logger("minions")
 
@@ -324,7 +331,7 @@ class ControlServer:
     def _component_status(self, name: str) -> dict[str, Any]:
         assert self._runtime is not None
         status = self._runtime.status()[name]
-        return status_row(status, self._usage(status.pid), datetime.now(UTC))
+        return status_row(status, self._usage, datetime.now(UTC))
 
     def _usage(self, pid: int | None) -> Usage | None:
         return self._sampler.sample(pid) if pid is not None else None
@@ -334,7 +341,7 @@ class ControlServer:
         assert self._runtime is not None
         now = datetime.now(UTC)
         statuses = list(self._runtime.status().values())
-        pids = {s.pid for s in statuses if s.pid is not None} | {os.getpid()}
+        pids = {pid for s in statuses for pid in local_pids(s)} | {os.getpid()}
         self._sampler.forget_others(pids)
         own = self._sampler.sample(os.getpid())
         return {
@@ -348,13 +355,17 @@ class ControlServer:
                 "stopping": bool(self._stop_waiters),
                 "metrics_url": self._metrics.url if self._metrics is not None else None,
             },
-            "components": [status_row(s, self._usage(s.pid), now) for s in statuses],
+            "components": [status_row(s, self._usage, now) for s in statuses],
         }
 
 
-def status_row(status: ComponentStatus, usage: Usage | None, now: datetime) -> dict[str, Any]:
-    """One component as plain data (the rows of ``minions status --json``)."""
+def status_row(
+    status: ComponentStatus, usage_of: Callable[[int | None], Usage | None], now: datetime
+) -> dict[str, Any]:
+    """One component as plain data (the rows of ``minions status --json``); ``usage_of``
+    measures a process of this host."""
     uptime = (now - status.started_at).total_seconds() if status.started_at is not None else None
+    usage = usage_of(status.pid)
     return {
         "name": status.name,
         "kind": status.kind,
@@ -370,6 +381,29 @@ def status_row(status: ComponentStatus, usage: Usage | None, now: datetime) -> d
         "rss_bytes": usage.rss_bytes if usage is not None else None,
         "last_error": status.last_error,
         "ended_by_crash": status.ended_by_crash,
+        "replicas": [replica_row(r, usage_of, now) for r in status.replicas],
+    }
+
+
+def replica_row(
+    replica: ReplicaStatus, usage_of: Callable[[int | None], Usage | None], now: datetime
+) -> dict[str, Any]:
+    """One replica of a replicated component as plain data (in its component's row)."""
+    started = replica.started_at
+    uptime = (now - started).total_seconds() if started is not None else None
+    usage = usage_of(replica.pid) if replica.node is None else None
+    return {
+        "index": replica.index,
+        "state": replica.state.value,
+        "pid": replica.pid,
+        "node": replica.node,
+        "restarts": replica.restarts,
+        "crashes": replica.crashes,
+        "calls_in_flight": replica.calls_in_flight,
+        "uptime_seconds": round(uptime, 3) if uptime is not None else None,
+        "cpu_percent": usage.cpu_percent if usage is not None else None,
+        "rss_bytes": usage.rss_bytes if usage is not None else None,
+        "last_error": replica.last_error,
     }
 
 

@@ -22,6 +22,12 @@ minions_component_crashes_total                 component, cause                
 minions_component_uptime_seconds                component                              gauge
 minions_component_cpu_seconds_total             component (isolated, running)          counter
 minions_component_resident_memory_bytes         component (isolated, running)          gauge
+minions_replica_up                              component, replica                     gauge
+minions_replica_restarts_total                  component, replica                     counter
+minions_replica_crashes_total                   component, replica                     counter
+minions_replica_calls_in_flight                 component, replica                     gauge
+minions_replica_cpu_seconds_total               component, replica (local, running)    counter
+minions_replica_resident_memory_bytes           component, replica (local, running)    gauge
 minions_proxy_calls_total                       component, target, method, outcome     counter
 minions_proxy_call_duration_seconds             component, target, method              histogram
 minions_proxy_streams_total                     component, target, method, outcome     counter
@@ -42,8 +48,10 @@ process_*                                       (the runtime's own process)     
 
 ``<outcome>`` is ``started``, ``resumed``, ``succeeded``, ``aborted``, ``failed`` and
 ``interrupted``. ``component`` in the proxy metrics is the isolated component whose channel
-carries the call; ``target`` the component whose method runs. Every label takes values from a
-bounded set (component, method and orchestration names, fixed outcome and cause words).
+carries the call; ``target`` the component whose method runs. ``replica`` is a replica's index
+(``0`` to the replica count minus one: scaling down removes the highest, a replacement keeps
+its predecessor's). Every label takes values from a bounded set (component, method and
+orchestration names, replica indexes, fixed outcome and cause words).
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ from ..core.histogram import SECONDS_BUCKETS, Histogram, HistogramSnapshot
 from ..core.runtime import Runtime
 from ..core.status import ComponentStatus
 from ..workflows.store import WorkflowStore
-from .usage import Usage, UsageSampler
+from .usage import Usage, UsageSampler, local_pids
 
 __all__ = ["LATENCY_BUCKETS", "MetricsEndpoint", "RuntimeMetrics"]
 
@@ -215,6 +223,7 @@ class _Reading:
     meters: list[_MeterReading]
     statuses: list[ComponentStatus]
     usage: dict[str, Usage]
+    replica_usage: dict[tuple[str, int], Usage]
     workflows: dict[str, Any]  # orchestration id -> WorkflowStatistics
     store: Any  # the state store's statistics(), when it has them
     steps: dict[str, dict[str, HistogramSnapshot]]  # orchestration id -> step -> durations
@@ -264,9 +273,15 @@ class _RuntimeCollector(Collector):
 
     def _reading(self) -> _Reading:
         statuses = list(self._runtime.status().values())
-        pids = {s.pid for s in statuses if s.pid is not None}
+        pids = {pid for s in statuses for pid in local_pids(s)}
         self._sampler.forget_others(pids)
         usage = {s.name: self._sampler.sample(s.pid) for s in statuses if s.pid is not None}
+        replica_usage = {
+            (s.name, r.index): self._sampler.sample(r.pid)
+            for s in statuses
+            for r in s.replicas
+            if r.pid is not None and r.node is None
+        }
         workflows: dict[str, Any] = {}
         steps: dict[str, dict[str, HistogramSnapshot]] = {}
         store: Any = None
@@ -283,7 +298,7 @@ class _RuntimeCollector(Collector):
         except Exception as exc:  # the other families are still worth serving
             log.warning("metrics.workflows_unreadable", reason=f"{type(exc).__name__}: {exc}")
         meters = [meter.snapshot() for meter in list(self._meters.values())]
-        return _Reading(meters, statuses, usage, workflows, store, steps)
+        return _Reading(meters, statuses, usage, replica_usage, workflows, store, steps)
 
 
 def _call_families(meters: list[_MeterReading]) -> Iterator[Metric]:
@@ -373,7 +388,48 @@ def _families(reading: _Reading, now: datetime) -> Iterator[Metric]:
         if usage is not None and usage.rss_bytes is not None:
             rss.add_metric([s.name], float(usage.rss_bytes))
     yield from (up, state, restarts, crashes, uptime, cpu, rss)
+    yield from _replica_families(reading)
     yield from _workflow_families(reading)
+
+
+def _replica_families(reading: _Reading) -> Iterator[Metric]:
+    labels = ["component", "replica"]
+    up = GaugeMetricFamily("minions_replica_up", "1 while the replica runs, else 0.", labels=labels)
+    restarts = CounterMetricFamily(
+        "minions_replica_restarts", "Restarts of the replica.", labels=labels
+    )
+    crashes = CounterMetricFamily(
+        "minions_replica_crashes", "Crashes of the replica.", labels=labels
+    )
+    calls = GaugeMetricFamily(
+        "minions_replica_calls_in_flight",
+        "Calls, streams and workflow steps running on the replica now.",
+        labels=labels,
+    )
+    cpu = CounterMetricFamily(
+        "minions_replica_cpu_seconds",
+        "CPU time (user and system) of the replica's current process (on this host).",
+        labels=labels,
+    )
+    rss = GaugeMetricFamily(
+        "minions_replica_resident_memory_bytes",
+        "Resident memory of the replica's current process (on this host).",
+        labels=labels,
+    )
+    for s in reading.statuses:
+        for r in s.replicas:
+            values = [s.name, str(r.index)]
+            up.add_metric(values, 1.0 if r.state is ComponentState.RUNNING else 0.0)
+            restarts.add_metric(values, float(r.restarts))
+            crashes.add_metric(values, float(r.crashes))
+            calls.add_metric(values, float(r.calls_in_flight))
+            usage = reading.replica_usage.get((s.name, r.index))
+            if usage is not None and usage.cpu_seconds is not None:
+                cpu.add_metric(values, usage.cpu_seconds)
+            if usage is not None and usage.rss_bytes is not None:
+                rss.add_metric(values, float(usage.rss_bytes))
+    if any(s.replicas for s in reading.statuses):
+        yield from (up, restarts, crashes, calls, cpu, rss)
 
 
 def _workflow_families(reading: _Reading) -> Iterator[Metric]:

@@ -3,10 +3,12 @@
 Both render the answer of the control socket's ``status`` request (plain data, see
 ``minions.ops.control.status_row``): a header line for the system — its folder, pid, uptime, the
 main process's CPU and memory, where metrics are served — then one row per component in start
-order. CPU % is measured between two looks at a process; ``top`` looks every refresh, while a
-lone ``status`` shows the average since the previous look (or since the process started). CPU
-and memory are shown for isolated components' children; in-process components share the main
-process, shown in the header.
+order, each replicated component followed by a row per replica (``#0``, ``#1``...; its node
+for a Ray actor). CPU % is measured between two looks at a process; ``top`` looks every
+refresh, while a lone ``status`` shows the average since the previous look (or since the process
+started). CPU and memory are shown for isolated components' children and replicas; in-process
+components share the main process, shown in the header. CALLS counts the calls, streams and
+workflow steps in flight on a replica (on all of them, in its component's row).
 """
 
 from __future__ import annotations
@@ -24,12 +26,13 @@ _HEADERS = (
     "STATE",
     "PID",
     "RESTARTS",
+    "CALLS",
     "UPTIME",
     "CPU%",
     "RSS",
     "LAST ERROR",
 )
-_RIGHT = frozenset({"PID", "RESTARTS", "UPTIME", "CPU%", "RSS"})
+_RIGHT = frozenset({"PID", "RESTARTS", "UPTIME", "CPU%", "RSS", "CALLS"})
 _CLEAR = "\x1b[H\x1b[2J"
 
 
@@ -45,12 +48,16 @@ def render_status(status: Mapping[str, Any], width: int | None = None) -> str:
         header += f"  metrics {system['metrics_url']}"
     if system.get("stopping"):
         header += "  (stopping)"
-    rows = [_row(component) for component in status["components"]]
+    rows = []
+    for component in status["components"]:
+        rows.append(_row(component))
+        rows.extend(_replica_row(replica) for replica in component.get("replicas") or ())
     return "\n".join([header, "", *_table(rows, width)])
 
 
 def _row(c: Mapping[str, Any]) -> list[str]:
-    error = c.get("last_error") or ""
+    replicas = c.get("replicas") or ()
+    calls = sum(r.get("calls_in_flight") or 0 for r in replicas)
     return [
         c["name"],
         c["kind"],
@@ -58,11 +65,32 @@ def _row(c: Mapping[str, Any]) -> list[str]:
         c["state"],
         str(c["pid"]) if c.get("pid") is not None else "-",
         str(c["restarts"]),
+        str(calls) if replicas else "-",
         format_duration(c.get("uptime_seconds")),
         format_percent(c.get("cpu_percent")),
         format_bytes(c.get("rss_bytes")),
-        " ".join(error.split()),  # one line, whatever the error's message looks like
+        _one_line(c.get("last_error")),
     ]
+
+
+def _replica_row(r: Mapping[str, Any]) -> list[str]:
+    return [
+        f"  #{r['index']}",
+        "replica",
+        r.get("node") or "",
+        r["state"],
+        str(r["pid"]) if r.get("pid") is not None else "-",
+        str(r["restarts"]),
+        str(r.get("calls_in_flight", 0)),
+        format_duration(r.get("uptime_seconds")),
+        format_percent(r.get("cpu_percent")),
+        format_bytes(r.get("rss_bytes")),
+        _one_line(r.get("last_error")),
+    ]
+
+
+def _one_line(text: str | None) -> str:
+    return " ".join((text or "").split())  # one line, whatever the error's message looks like
 
 
 def _table(rows: Sequence[list[str]], width: int | None) -> list[str]:

@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import psutil  # type: ignore[import-untyped]  # ships no type information
 
-__all__ = ["Usage", "UsageSampler"]
+from ..core.status import ComponentStatus
+
+__all__ = ["Usage", "UsageSampler", "local_pids"]
 
 #: Looks closer together than this reuse the previous percent (too short a window to measure).
 _MIN_WINDOW = 0.05
@@ -80,3 +82,11 @@ class UsageSampler:
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return float(times.user + times.system)
+
+
+def local_pids(status: ComponentStatus) -> list[int]:
+    """The processes of this host that run ``status``'s component: its child, or its replicas
+    (those on other Ray nodes are not this host's to measure)."""
+    pids = [status.pid] if status.pid is not None else []
+    pids += [r.pid for r in status.replicas if r.pid is not None and r.node is None]
+    return pids

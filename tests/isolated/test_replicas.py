@@ -118,6 +118,26 @@ class Held(Resource, isolated=Isolation(replicas=3), backoff=FAST, max_restarts=
         return os.getpid()
 
 
+class Crashy(
+    Minion,
+    isolated=Isolation(replicas=2),
+    backoff=FAST,
+    max_restarts=2,
+    restart_window=60,
+):
+    """Replica 1 crashes at once, every time; replica 0 runs until the test dooms it."""
+
+    def __init__(self, board: Board, replica: ReplicaInfo) -> None:
+        self._board = board
+        self._replica = replica
+
+    async def run(self) -> None:
+        await self._board.checkin(self._replica.index, self._replica.count, os.getpid())
+        if self._replica.index == 0:
+            await self._board.wait_release()
+        os._exit(3)
+
+
 class Counted(Minion, isolated=Isolation(replicas=3)):
     """A replicated minion: each copy of run() checks in with which replica it is."""
 
@@ -310,6 +330,38 @@ async def test_a_killed_replica_is_replaced_while_the_others_serve(tmp_path: Pat
             assert after.restarts == 0  # the component itself was never restarted
             pids = {await held.work(n) for n in range(12)}
             assert victim.pid not in pids
+
+
+async def test_each_replica_has_its_own_restart_intensity(tmp_path: Path) -> None:
+    """A replica that keeps crashing is restarted, then given up after its own intensity,
+    while the other keeps running untouched; once every replica is given up, so is the
+    component."""
+    _reset_board(wanted=3)
+    doomed = Board.released
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Crashy)
+            while True:  # each check-in is an event: until replica 1 started three times
+                await Board.enough.wait()
+                ones = [c for c in Board.checkins if c[0] == 1]
+                if len(ones) >= 3:
+                    break
+                Board.wanted = len(Board.checkins) + 1
+                Board.enough = asyncio.Event()
+            zeros = [c for c in Board.checkins if c[0] == 0]
+            assert len(zeros) == 1, "replica 0 ran on while replica 1 crashed"
+            doomed.set()
+            await rt.wait()  # the component is at rest: every replica was given up
+            status = rt.status()["Crashy"]
+            assert rt.given_up == ["Crashy"]
+    assert status.state is ComponentState.FAILED
+    assert status.restarts == 0  # the supervisor never restarted the component itself
+    assert "every replica (2) was given up" in (status.last_error or "")
+    assert len({pid for i, _, pid in Board.checkins if i == 1}) == 3
+    assert [(r.state, r.crashes, r.restarts) for r in status.replicas] == [
+        (ComponentState.FAILED, 3, 2),
+        (ComponentState.FAILED, 3, 2),
+    ]
 
 
 async def test_each_copy_of_a_replicated_minion_knows_which_it_is(tmp_path: Path) -> None:

@@ -35,6 +35,7 @@ COMPONENT_FIELDS = {
     "rss_bytes",
     "last_error",
     "ended_by_crash",
+    "replicas",
 }
 SYSTEM_FIELDS = {
     "pid",
