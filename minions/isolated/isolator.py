@@ -7,8 +7,8 @@ before the new components' dependencies run ``startup()`` and may create threads
 that a fork would copy half-made — and builds the host of each isolated incarnation: an
 :class:`~minions.isolated.workflow.IsolatedWorkflowHost` for a workflow minion (the steps run in
 the child, the store stays here), an :class:`~minions.isolated.component.IsolatedHost` for
-everything else — or, for a component with replicas, a
-:class:`~minions.isolated.replicated.ReplicatedHost`.
+everything else — or, for a component with replicas, their replicated counterparts
+(:mod:`minions.isolated.replicated`, :mod:`minions.isolated.replicated_workflow`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from .children import Zygotes, check_isolatable, check_new_code, isolation_of
 from .component import IsolatedHost
 from .measured import LIFECYCLE
 from .replicated import ReplicatedHost
+from .replicated_workflow import ReplicatedWorkflowHost
 from .workflow import IsolatedWorkflowHost, remote_dependencies, user_class
 
 __all__ = ["Isolator"]
@@ -79,9 +80,8 @@ class Isolator:
     ) -> Host:
         isolation = isolation_of(node, isolated, replicas)
         if step_names(node.cls):
-            return IsolatedWorkflowHost(
-                node, policy, isolation, self._zygotes, fresh_code=fresh_code
-            )
+            workflow_host = ReplicatedWorkflowHost if isolation.replicated else IsolatedWorkflowHost
+            return workflow_host(node, policy, isolation, self._zygotes, fresh_code=fresh_code)
         if isolation.replicated:
             return ReplicatedHost(
                 node, policy, isolation, self._zygotes, fresh_code=fresh_code, observer=observer

@@ -68,6 +68,10 @@ class Replica(Protocol):
     @property
     def channel(self) -> Peer: ...
 
+    def proxy(self, cls: type) -> Any:
+        """A proxy to the component the replica built, with the methods of ``cls``."""
+        ...
+
     async def wait(self) -> ChildExit: ...
 
     async def stop(self, timeout: float) -> ChildExit:  # noqa: ASYNC109 - a grace period

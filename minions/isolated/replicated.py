@@ -65,6 +65,9 @@ class LocalReplica:
     def channel(self) -> Peer:
         return self._child.channel
 
+    def proxy(self, cls: type) -> Any:
+        return self._child.proxy(cls)
+
     async def wait(self) -> ChildExit:
         return await self._child.wait()
 

@@ -53,6 +53,7 @@ from ..workflows.steps import (
 from ..workflows.store import WorkflowStore
 from .children import Zygotes, component_context, isolation_of, spawn_child
 from .code import fresh_class, fresh_source
+from .component import replica_of
 
 FACTORY = "minions.isolated.workflow:build_steps_in_child"
 _BINDING = "__minions_orchestration__"
@@ -131,7 +132,8 @@ def build_steps_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any])
     if config_type is not None and payload.get("config") is not None:
         config = plain_codec(config_type).load(payload["config"])
     structlog.contextvars.bind_contextvars(component=payload["name"])
-    return StepServer(construct_with(cls, dependencies, config, config_via))
+    minion = construct_with(cls, dependencies, config, config_via, replica=replica_of(payload))
+    return StepServer(minion)
 
 
 class IsolatedWorkflowHost:
@@ -165,6 +167,16 @@ class IsolatedWorkflowHost:
         return self._child.pid if self._child is not None else None
 
     async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None:
+        spec, services, config, parent_side = self._prepare(provided, config)
+        self._child = await spawn_child(self._zygotes, self._node.name, spec, services)
+        self._steps = self._child.proxy(StepServer)
+        self._start_runner(provided, config, parent_side)
+
+    def _prepare(
+        self, provided: Mapping[type[Any], object], config: object | None
+    ) -> tuple[ChildSpec, dict[str, object], object | None, set[str]]:
+        """What the child builds, the services it reaches here, the config, and the names of
+        the dependencies that stay on this side (the pipeline and the store)."""
         node, user = self._node, user_class(self._node.cls)
         remote = remote_dependencies(node)
         parent_side = {dep.name for dep, _ in node.dependencies} - {dep.name for dep, _ in remote}
@@ -188,12 +200,25 @@ class IsolatedWorkflowHost:
             isolation=self._isolation,
         )
         services = {dep.name: provided[bound] for dep, bound in remote}
-        self._child = await spawn_child(self._zygotes, node.name, spec, services)
-        self._steps = self._child.proxy(StepServer)
+        return spec, services, config, parent_side
+
+    def _start_runner(
+        self, provided: Mapping[type[Any], object], config: object | None, parent_side: set[str]
+    ) -> None:
+        node = self._node
         self._shadow = self._make_shadow(provided, config, parent_side)
         self._task = asyncio.get_running_loop().create_task(
             self._shadow.run(), name=f"minions:{node.name}", context=component_context(node.name)
         )
+
+    async def _run_step(
+        self, step: str, event: Any, context: Any, orchestration_id: str, workflow_id: str
+    ) -> StepOutcome:
+        """Run one step in the child; ComponentCrashed if it dies meanwhile."""
+        outcome: StepOutcome = await self._steps.run_step(
+            step, event, context, orchestration_id, workflow_id
+        )
+        return outcome
 
     def _make_shadow(
         self, provided: Mapping[type[Any], object], config: object | None, parent_side: set[str]
@@ -217,7 +242,7 @@ class IsolatedWorkflowHost:
         async def step() -> None:
             workflow = current_workflow.get()
             try:
-                outcome: StepOutcome = await self._steps.run_step(
+                outcome = await self._run_step(
                     name,
                     event.dump(workflow.event),
                     context.dump(workflow.context),
@@ -225,9 +250,10 @@ class IsolatedWorkflowHost:
                     workflow.handle.workflow_id,
                 )
             except ComponentCrashed:
-                # The child died in this step. Neither done nor failed: wait for the
-                # supervisor (which saw the death too) to stop this incarnation; the checkpoint
-                # stays and the next child resumes the workflow at this step.
+                # The child died in this step (or, replicated, the minion is stopping). Neither
+                # done nor failed: wait for the supervisor (which saw the death too) to stop this
+                # incarnation; the checkpoint stays and the next child resumes the workflow at
+                # this step.
                 await asyncio.Event().wait()
                 raise AssertionError("unreachable") from None
             if outcome.aborted is not None:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import sqlite3
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +19,7 @@ import anyio
 import pytest
 from structlog.testing import capture_logs
 
+from isolation import Isolation
 from minions import (
     AbortWorkflow,
     Backoff,
@@ -308,3 +311,116 @@ async def test_redeploy_runs_an_isolated_workflow_minions_new_code(
     finally:
         sys.modules.pop("stamping", None)
     assert module.Versions.seen == ["v1", "v2"]
+
+
+class Many(Pipeline[Job]):
+    """Produces jobs 0..count-1, then nothing."""
+
+    count: ClassVar[int] = 500
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    async def produce_event(self) -> Job:
+        if self._next >= self.count:
+            await asyncio.Event().wait()
+        self._next += 1
+        return Job(self._next - 1)
+
+
+class Tally(Resource):
+    """Parent-side record of every step run: (job, step, pid). Says when enough have run."""
+
+    runs: ClassVar[list[tuple[int, str, int, int]]] = []
+    wanted: ClassVar[int] = 0
+    enough: ClassVar[asyncio.Event]
+    held: ClassVar[asyncio.Event | None] = None  # when set, steps park here after reporting
+    parked: ClassVar[set[int]] = set()
+    parked_on_both: ClassVar[asyncio.Event]
+
+    async def ran(self, number: int, step: str, pid: int, context: int) -> None:
+        self.runs.append((number, step, pid, context))
+        if len(self.runs) >= self.wanted:
+            self.enough.set()
+        if self.held is not None:
+            self.parked.add(pid)
+            if len(self.parked) >= 2:
+                self.parked_on_both.set()
+            await self.held.wait()
+
+
+class Spread(
+    Minion[Job, JobContext],
+    isolated=Isolation(replicas=2, workflows_per_replica=16),
+    backoff=Backoff(initial=0.5, jitter=0),
+):
+    """Three steps per job over two replicas; each step reports, then takes a moment, so that
+    steps are in flight on both replicas when one is killed. The backoff is long: the dead
+    replica's steps must not wait for its replacement."""
+
+    jobs: Many
+    tally: Tally
+
+    @minion_step
+    async def first(self) -> None:
+        await self._step("first", 1)
+
+    @minion_step
+    async def second(self) -> None:
+        await self._step("second", 10)
+
+    @minion_step
+    async def third(self) -> None:
+        await self._step("third", 100)
+
+    async def _step(self, name: str, weight: int) -> None:
+        await self.tally.ran(self.event.number, name, os.getpid(), self.context.doubled)
+        await asyncio.sleep(0.001)
+        self.context.doubled += weight
+
+
+async def test_workflows_spread_over_replicas_survive_one_replica_being_killed(
+    tmp_path: Path,
+) -> None:
+    """500 workflows over 2 replicas, one replica SIGKILLed mid-run: every workflow succeeds
+    with the context of all three steps, the steps the dead replica was running run again on
+    the live one at once (only those: at most once more each, no completed step again), and
+    the store is empty at the end."""
+    Tally.runs, Tally.wanted, Tally.enough = [], 400, asyncio.Event()
+    Tally.held, Tally.parked, Tally.parked_on_both = None, set(), asyncio.Event()
+    path = tmp_path / "state.sqlite3"
+    config: dict[str, Any] = {"WorkflowStore": {"path": str(path)}}
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path, config=config) as rt:
+            await rt.start(Spread)
+            await Tally.enough.wait()
+            Tally.held = asyncio.Event()  # steps that report from now on wait, mid-step
+            await Tally.parked_on_both.wait()
+            victim, survivor = rt.status()["Spread"].replicas
+            assert victim.pid is not None and victim.calls_in_flight > 0
+            os.kill(victim.pid, signal.SIGKILL)
+            Tally.held.set()  # the victim runs no more code: its parked steps never return
+            store = rt.instances()["WorkflowStore"]
+            assert isinstance(store, WorkflowStore)
+            (counters,) = store.services.counters.values()
+            stats = await counters.wait_until(lambda s: s.finished == 500)
+            status = rt.status()["Spread"]
+    assert (stats.succeeded, stats.failed, stats.interrupted) == (500, 0, 0)
+    assert status.state is ComponentState.RUNNING and status.restarts == 0
+    assert status.replicas[0].crashes == 1
+    runs: dict[tuple[int, str], list[int]] = {}
+    for number, step, pid, context in Tally.runs:
+        runs.setdefault((number, step), []).append(pid)
+        # Each step saw the context its predecessors left (checkpointed in the parent).
+        assert context == {"first": 0, "second": 1, "third": 11}[step], (number, step)
+    assert len(runs) == 1500, "every step of every job ran"
+    again = {key: pids for key, pids in runs.items() if len(pids) > 1}
+    assert again, "some steps were running on the killed replica"
+    assert len(again) <= 16, "only the steps in flight on the killed replica ran again"
+    for pids in again.values():
+        # Again at once on the live replica, not after the dead one's backoff.
+        assert pids == [victim.pid, survivor.pid]
+    per_job = [number for number, _ in again]
+    assert len(per_job) == len(set(per_job)), "one step per interrupted job ran again"
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*) FROM contexts").fetchone() == (0,)
