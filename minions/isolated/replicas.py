@@ -255,6 +255,10 @@ class ReplicaSet:
             leaving = [self._slots.pop(i) for i in range(count, old)]
             for slot in leaving:
                 self._draining[slot.index] = slot
+                if slot.task is not None and slot.state is _S.RESTARTING:
+                    slot.task.cancel()  # no replacement for a replica being removed
+                slot.state = _S.STOPPING
+                log.info("replica.draining", component=self._name, replica=slot.index)
             await asyncio.gather(*(self._drain(slot) for slot in leaving))
 
     # -- one replica -----------------------------------------------------------------------------
@@ -397,10 +401,6 @@ class ReplicaSet:
 
     async def _drain(self, slot: _Slot) -> None:
         """A replica removed by a scale down: no new work, its work in flight ends, it stops."""
-        if slot.task is not None and slot.state is _S.RESTARTING:
-            slot.task.cancel()
-        slot.state = _S.STOPPING
-        log.info("replica.draining", component=self._name, replica=slot.index)
         try:
             if slot.replica is not None:
                 finished = await self._hooks.drained(slot.index, self._stop_timeout)

@@ -7,10 +7,11 @@ tuple of them, or a function that calls ``run(...)`` itself.
 The other commands operate the system running in a project folder — the current directory,
 ``--project DIR``, or ``$MINIONS_PROJECT_DIR`` — through its control socket
 (``minions.ops.control``): ``status`` (``--json``, ``--metrics``), ``top``, ``restart NAME``,
-``stop [NAME]``, ``redeploy NAME``; ``logs [NAME] [-f]`` reads the structured log file (across
-its rotated files). A problem (no system, a stale socket, an unknown component, a refused or
-failed operation) is one line on stderr and exit status 1; a usage error is exit status 2;
-``status`` exits with 3 when a component has failed. Every status is in :mod:`.exits`.
+``stop [NAME]``, ``redeploy NAME``, ``scale NAME N``; ``logs [NAME] [-f]`` reads the
+structured log file (across its rotated files). A problem (no system, a stale socket, an
+unknown component, a refused or failed operation) is one line on stderr and exit status 1; a
+usage error is exit status 2; ``status`` exits with 3 when a component has failed. Every
+status is in :mod:`.exits`.
 
 ``minions run``'s options reach the program through the environment variables that
 :mod:`.settings` reads, so they apply the same whether the target is a program file that calls
@@ -124,6 +125,15 @@ def _parser() -> argparse.ArgumentParser:
     ):
         command = commands.add_parser(name, parents=[project, timed], help=text)
         command.add_argument("name", metavar="NAME", help="the component")
+    scale = commands.add_parser(
+        "scale",
+        parents=[project, timed],
+        help="run N replicas of a replicated component: start new ones, or drain the last ones",
+    )
+    scale.add_argument("name", metavar="NAME", help="the component")
+    scale.add_argument(
+        "replicas", metavar="N", type=_replica_count, help='a count of 1 or more, or "cores"'
+    )
     stop = commands.add_parser(
         "stop", parents=[project, timed], help="stop a component and its dependents, or all"
     )
@@ -275,6 +285,26 @@ def _redeploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _replica_count(text: str) -> int | str:
+    if text == "cores":
+        return text
+    try:
+        count = int(text)
+    except ValueError:
+        count = 0
+    if count < 1:
+        raise argparse.ArgumentTypeError(f'expected a count of 1 or more, or "cores"; got {text!r}')
+    return count
+
+
+def _scale(args: argparse.Namespace) -> int:
+    row = _client(args, OPERATION_TIMEOUT).request("scale", args.name, replicas=args.replicas)
+    replicas = row.get("replicas") or []
+    running = sum(1 for r in replicas if r["state"] == "running")
+    print(f"scaled {row['name']}: {running} of {len(replicas)} replicas running")
+    return 0
+
+
 def _stop(args: argparse.Namespace) -> int:
     client = _client(args, OPERATION_TIMEOUT)
     if args.name is None:
@@ -334,6 +364,7 @@ COMMANDS = {
     "top": _top,
     "restart": _restart,
     "redeploy": _redeploy,
+    "scale": _scale,
     "stop": _stop,
     "logs": _logs,
 }

@@ -46,8 +46,16 @@ class ControlClient:
     def __repr__(self) -> str:
         return f"<ControlClient {self.project_dir}>"
 
-    def request(self, op: str, name: str | None = None, *, timeout: float | None = None) -> Any:
-        """Send ``op`` (for component ``name``) and return the answer's result."""
+    def request(
+        self,
+        op: str,
+        name: str | None = None,
+        *,
+        timeout: float | None = None,
+        replicas: int | str | None = None,
+    ) -> Any:
+        """Send ``op`` (for component ``name``; ``replicas`` for ``scale``) and return the
+        answer's result."""
         path = self._check_socket()
         limit = self.timeout if timeout is None else timeout
         context = zmq.Context()
@@ -56,7 +64,10 @@ class ControlClient:
             sock.setsockopt(zmq.LINGER, 0)
             try:
                 sock.connect(f"ipc://{path}")
-                sock.send(msgpack.packb({"v": PROTOCOL_VERSION, "op": op, "name": name}))
+                request = {"v": PROTOCOL_VERSION, "op": op, "name": name}
+                if replicas is not None:
+                    request["replicas"] = replicas
+                sock.send(msgpack.packb(request))
                 if not sock.poll(int(limit * 1000), zmq.POLLIN):
                     raise ControlError(
                         f"the system in {self.project_dir} did not answer {op!r} within "

@@ -9,15 +9,19 @@ names it.)
 
 The protocol is one request, one answer, both msgpack maps::
 
-    request  {"v": 1, "op": "status" | "restart" | "stop" | "redeploy" | "metrics" | "ping",
-              "name": <component name, for restart, redeploy and stop of one component>}
+    request  {"v": 1, "op": "status" | "restart" | "stop" | "redeploy" | "scale" | "metrics"
+                          | "ping",
+              "name": <component name, for restart, redeploy, scale and stop of one component>,
+              "replicas": <a count of 1 or more, or "cores": for scale>}
     answer   {"v": 1, "ok": true, "result": ...}
              {"v": 1, "ok": false, "error": {"kind": ..., "message": ...}}
 
-Error kinds: ``unknown_component``, ``refused`` (the operation does not apply: redeploying an
-in-process component), ``failed`` (it was tried and failed: the restarted component crashed),
-``metrics_off``, ``bad_request``, ``internal``. Requests are served concurrently (``status``
-answers while a restart is under way); the runtime applies structural changes one at a time.
+``scale`` answers once the new replicas are READY, or the removed ones have drained and
+stopped. Error kinds: ``unknown_component``, ``refused`` (the operation does not apply:
+redeploying an in-process component, scaling one without replicas), ``failed`` (it was tried
+and failed: the restarted component crashed), ``metrics_off``, ``bad_request``, ``internal``.
+Requests are served concurrently (``status`` answers while a restart is under way); the
+runtime applies structural changes one at a time.
 ``stop`` without a name asks the system to stop as the first SIGTERM would, and is answered
 once everything has stopped, just before the socket closes.
 
@@ -74,8 +78,8 @@ POINTER_NAME = "control.endpoint"
 _MAX_SOCKET_PATH = 100
 #: How long the last answers (to ``stop``) may take to leave when the socket closes.
 _CLOSE_LINGER_MS = 1000
-OPS = frozenset({"ping", "status", "restart", "stop", "redeploy", "metrics"})
-_NEEDS_NAME = frozenset({"restart", "redeploy"})
+OPS = frozenset({"ping", "status", "restart", "stop", "redeploy", "scale", "metrics"})
+_NEEDS_NAME = frozenset({"restart", "redeploy", "scale"})
 
 
 def run_dir(project_dir: Path) -> Path:
@@ -272,11 +276,11 @@ class ControlServer:
 
     async def _handle(self, identity: bytes, body: bytes) -> None:
         try:
-            op, name = _parse(body)
+            op, name, replicas = _parse(body)
             if op == "stop" and name is None:
                 self._stop_all(identity)
                 return  # answered at detach, once everything has stopped
-            answer = _answer(await self._dispatch(op, name))
+            answer = _answer(await self._dispatch(op, name, replicas))
         except _Refusal as exc:
             answer = _failure(exc.kind, str(exc))
         except UnknownComponentError as exc:
@@ -294,7 +298,7 @@ class ControlServer:
 
     # -- operations -----------------------------------------------------------------------------
 
-    async def _dispatch(self, op: str, name: str | None) -> Any:
+    async def _dispatch(self, op: str, name: str | None, replicas: int | str | None = None) -> Any:
         runtime = self._runtime
         assert runtime is not None
         if op == "ping":
@@ -318,6 +322,9 @@ class ControlServer:
             await runtime.redeploy(name)
         elif op == "stop":
             await runtime.stop(name)
+        elif op == "scale":
+            assert replicas is not None
+            await runtime.scale(name, replicas)
         return self._component_status(name)
 
     def _stop_all(self, identity: bytes) -> None:
@@ -413,7 +420,7 @@ class _Refusal(Exception):
         self.kind = kind
 
 
-def _parse(body: bytes) -> tuple[str, str | None]:
+def _parse(body: bytes) -> tuple[str, str | None, int | str | None]:
     try:
         request = msgpack.unpackb(body)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
@@ -431,7 +438,15 @@ def _parse(body: bytes) -> tuple[str, str | None]:
         raise _Refusal("bad_request", f"the component name must be a string, got {name!r}")
     if op in _NEEDS_NAME and not name:
         raise _Refusal("bad_request", f"{op} needs a component name")
-    return op, name
+    replicas = request.get("replicas")
+    if op == "scale" and not (
+        replicas == "cores"
+        or (isinstance(replicas, int) and not isinstance(replicas, bool) and replicas >= 1)
+    ):
+        raise _Refusal(
+            "bad_request", f'scale needs a replica count of 1 or more, or "cores"; got {replicas!r}'
+        )
+    return op, name, replicas if op == "scale" else None
 
 
 def _answer(result: Any) -> bytes:
