@@ -20,12 +20,17 @@ from ._process import ChildProcess as ChildProcess
 from ._process import ChildState as ChildState
 from ._process import spawn as spawn
 from ._protocol import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
+from ._remote import RemoteChild as RemoteChild
+from ._remote import remote_config as remote_config
+from ._remote_child import serve_remote as serve_remote
 from ._router import Router as Router
 from ._router import RouterStatistics as RouterStatistics
 from ._router import check_route_by as check_route_by
 from ._rpc import Peer as Peer
 from ._rpc import PeerState as PeerState
 from ._rpc import PeerStatistics as PeerStatistics
+from ._secure import SecureChannel as SecureChannel
+from ._secure import SecureChannels as SecureChannels
 from ._spec import ChildSpec as ChildSpec
 from ._spec import reference as reference
 from ._spec import resolve as resolve
@@ -47,17 +52,22 @@ __all__ = [
     "PeerState",
     "PeerStatistics",
     "ProtocolError",
+    "RemoteChild",
     "RemoteError",
     "RemoteMethod",
     "Router",
     "RouterStatistics",
+    "SecureChannel",
+    "SecureChannels",
     "SerializationError",
     "Zygote",
     "check_remote_interface",
     "check_route_by",
     "reference",
+    "remote_config",
     "remote_interface",
     "resolve",
+    "serve_remote",
     "spawn",
     "unsupported_reason",
 ]

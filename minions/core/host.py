@@ -137,8 +137,9 @@ class IsolatedHosts(Protocol):
         ...
 
 
-IsolatedHostsFactory = Callable[[Path], IsolatedHosts]
-"""Builds a runtime's :class:`IsolatedHosts`, given its project folder."""
+IsolatedHostsFactory = Callable[[Path, Mapping[str, Any], Mapping[str, str]], IsolatedHosts]
+"""Builds a runtime's :class:`IsolatedHosts`, given its project folder, the runtime's
+``isolation_settings`` (where replicas run: ``ray_address``) and its environment."""
 
 _isolated_hosts: list[IsolatedHostsFactory] = []
 
@@ -148,14 +149,16 @@ def provide_isolated_hosts(factory: IsolatedHostsFactory) -> None:
     _isolated_hosts[:] = [factory]
 
 
-def isolated_hosts(project_dir: Path) -> IsolatedHosts:
+def isolated_hosts(
+    project_dir: Path, settings: Mapping[str, Any], environ: Mapping[str, str]
+) -> IsolatedHosts:
     """A new :class:`IsolatedHosts` for the runtime of ``project_dir``."""
     if not _isolated_hosts:
         raise ComponentOptionsError(
             "no isolation layer is plugged in, so isolated=... cannot be honoured: import "
             "minions (not only minions.core) before starting isolated components"
         )
-    return _isolated_hosts[0](project_dir)
+    return _isolated_hosts[0](project_dir, settings, environ)
 
 
 class LocalHost:

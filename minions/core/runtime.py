@@ -98,6 +98,9 @@ class Runtime:
         clock, rng: injectable time and randomness, for deterministic tests.
         environ: where environment overrides of config values are read (``os.environ``).
         extensions: see :class:`Extension`.
+        isolation_settings: where isolated components run, for the isolation layer: its one
+            setting is ``ray_address``, the Ray cluster that ``backend="ray"`` replicas join
+            (``$MINIONS_RAY_ADDRESS`` wins; without either, a local Ray is started).
     """
 
     def __init__(
@@ -110,8 +113,10 @@ class Runtime:
         rng: random.Random | None = None,
         environ: Mapping[str, str] | None = None,
         extensions: Sequence[Extension] = (),
+        isolation_settings: Mapping[str, Any] | None = None,
     ) -> None:
         self.project_dir = Path(project_dir).resolve() if project_dir else default_project_dir()
+        self._isolation_settings = dict(isolation_settings or {})
         self._config_arg = config
         self._config: ConfigSource | None = None
         self._options = dict(options or {})
@@ -446,7 +451,9 @@ class Runtime:
 
     def _isolated_hosts(self) -> IsolatedHosts:
         if self._isolated is None:
-            self._isolated = isolated_hosts(self.project_dir)
+            self._isolated = isolated_hosts(
+                self.project_dir, self._isolation_settings, self._environ
+            )
         return self._isolated
 
     def _make_host(self, node: Node, policy: Policy) -> Host:

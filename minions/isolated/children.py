@@ -11,7 +11,7 @@ import asyncio
 import contextvars
 import dataclasses
 import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +174,11 @@ async def check_new_code(
         pass  # loaded fine; it is only slow to go: stopped below
     finally:
         await child.stop(isolation.stop_timeout)
+
+
+def log_forwarder(*, replica: int | None = None) -> Callable[[str, dict[str, Any]], None]:
+    """What logs a child's events here (with its ``replica`` index, for a replica's)."""
+    return _forward_log if replica is None else functools.partial(_forward_log, replica=replica)
 
 
 #: The logger every child's events are logged with here: never one named by the child.

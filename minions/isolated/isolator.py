@@ -13,9 +13,16 @@ everything else — or, for a component with replicas, their replicated counterp
 
 from __future__ import annotations
 
+import importlib
+import os
+import secrets
+import sys
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType, ModuleType
+from typing import Any
 
-from isolation import check_route_by
+from isolation import Isolation, check_route_by
 
 from ..core.errors import ComponentOptionsError
 from ..core.graph import Node
@@ -26,18 +33,41 @@ from ..workflows.steps import step_names
 from .children import Zygotes, check_isolatable, check_new_code, isolation_of
 from .component import IsolatedHost
 from .measured import LIFECYCLE
-from .replicated import ReplicatedHost
+from .replicas import ReplicaLauncher
+from .replicated import LocalLauncher, ReplicatedHost
 from .replicated_workflow import ReplicatedWorkflowHost
 from .workflow import IsolatedWorkflowHost, remote_dependencies, user_class
 
 __all__ = ["Isolator"]
 
 
-class Isolator:
-    """Hosts a runtime's isolated components in children of its zygote."""
+#: Where replicas with ``backend="ray"`` run: this environment variable wins over settings.
+RAY_ADDRESS_ENV = "MINIONS_RAY_ADDRESS"
+#: The module of the Ray backend, imported only when a component asks for it (Ray is an extra).
+RAY_BACKEND = "minions.isolated.ray_replicas"
+_SETTINGS = frozenset({"ray_address"})
 
-    def __init__(self, project_dir: Path) -> None:
+
+class Isolator:
+    """Hosts a runtime's isolated components in children of its zygote (or Ray actors)."""
+
+    def __init__(
+        self,
+        project_dir: Path,
+        settings: Mapping[str, Any] = MappingProxyType({}),
+        environ: Mapping[str, str] = MappingProxyType({}),
+    ) -> None:
+        unknown = sorted(set(settings) - _SETTINGS)
+        if unknown:
+            raise ComponentOptionsError(
+                f"unknown isolation setting(s) {', '.join(unknown)}; the settings are: "
+                f"{', '.join(sorted(_SETTINGS))}"
+            )
         self._zygotes = Zygotes(project_dir / ".minions" / "run")
+        self._local = LocalLauncher(self._zygotes)
+        address = environ.get(RAY_ADDRESS_ENV) or settings.get("ray_address") or None
+        self._ray_address = str(address) if address is not None else None
+        self._ray: Any = None  # the RayBackend, once a component runs on Ray
 
     def __repr__(self) -> str:
         return f"<Isolator {self._zygotes!r}>"
@@ -51,6 +81,8 @@ class Isolator:
         else:
             check_isolatable(node, isolated, proxied=node.dependency_classes, served=node.cls)
         isolation = isolation_of(node, isolated, replicas)
+        if isolation.backend == "ray":
+            self._check_ray(node)
         if isolation.route_by is not None:
             if node.kind != "resource" or step_names(node.cls):
                 raise ComponentOptionsError(
@@ -61,6 +93,37 @@ class Isolator:
                 check_route_by(node.cls, isolation.route_by, LIFECYCLE)
             except ValueError as exc:
                 raise ComponentOptionsError(f"{node.name}: {exc}") from None
+
+    def _check_ray(self, node: Node) -> None:
+        for cls in (user_class(node.cls), *node.dependency_classes):
+            if cls.__module__ == "__main__":
+                raise ComponentOptionsError(
+                    f"{node.name} cannot run on Ray: Ray workers import {cls.__qualname__} from "
+                    f"its module, and the program file (__main__) is not importable there. Move "
+                    f"{cls.__qualname__} into a module of its own and import it"
+                )
+        self._ray_module()
+
+    def _ray_module(self) -> ModuleType:
+        if "ray" not in sys.modules and self._ray_address is None:
+            # A local Ray will be started: its token authentication is chosen at import.
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
+            os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(32))
+        try:
+            return importlib.import_module(RAY_BACKEND)
+        except ImportError as exc:
+            raise ComponentOptionsError(
+                f'Isolation(backend="ray") needs Ray: pip install "minions[ray]" ({exc})'
+            ) from exc
+
+    def _launcher(self, isolation: Isolation) -> ReplicaLauncher:
+        if isolation.backend != "ray":
+            return self._local
+        if self._ray is None:
+            module = self._ray_module()
+            self._ray = module.RayBackend(module.RayCluster(self._ray_address))
+        launcher: ReplicaLauncher = self._ray
+        return launcher
 
     def prepare(self) -> None:
         self._zygotes.get()
@@ -80,15 +143,34 @@ class Isolator:
     ) -> Host:
         isolation = isolation_of(node, isolated, replicas)
         if step_names(node.cls):
-            workflow_host = ReplicatedWorkflowHost if isolation.replicated else IsolatedWorkflowHost
-            return workflow_host(node, policy, isolation, self._zygotes, fresh_code=fresh_code)
+            if isolation.replicated:
+                return ReplicatedWorkflowHost(
+                    node,
+                    policy,
+                    isolation,
+                    self._zygotes,
+                    self._launcher(isolation),
+                    fresh_code=fresh_code,
+                )
+            return IsolatedWorkflowHost(
+                node, policy, isolation, self._zygotes, fresh_code=fresh_code
+            )
         if isolation.replicated:
             return ReplicatedHost(
-                node, policy, isolation, self._zygotes, fresh_code=fresh_code, observer=observer
+                node,
+                policy,
+                isolation,
+                self._launcher(isolation),
+                fresh_code=fresh_code,
+                observer=observer,
             )
         return IsolatedHost(
             node, policy, isolation, self._zygotes, fresh_code=fresh_code, observer=observer
         )
 
     async def aclose(self) -> None:
-        await self._zygotes.aclose()
+        try:
+            if self._ray is not None:
+                await self._ray.aclose()
+        finally:
+            await self._zygotes.aclose()

@@ -30,14 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import structlog
 
-from isolation import ChildExit, Peer
+from isolation import ChildExit, ChildSpec, Peer
 
 from ..core.clock import Clock, MonotonicClock
 from ..core.component import ComponentState
@@ -46,7 +46,7 @@ from ..core.host import Outcome
 from ..core.policy import Policy, RestartHistory
 from ..core.status import ReplicaStatus
 
-__all__ = ["Launcher", "Replica", "ReplicaSet", "Routing"]
+__all__ = ["Launcher", "Replica", "ReplicaLauncher", "ReplicaSet", "Routing"]
 
 log = structlog.get_logger("minions")
 
@@ -82,6 +82,17 @@ class Replica(Protocol):
 
 #: Starts replica ``index`` of ``count`` and returns it READY, or raises StartupError.
 Launcher = Callable[[int, int], Awaitable[Replica]]
+
+
+class ReplicaLauncher(Protocol):
+    """Where replicas run: forks of this host's zygote, or actors of a Ray cluster."""
+
+    async def launch(
+        self, name: str, spec: ChildSpec, services: Mapping[str, object], index: int
+    ) -> Replica:
+        """Start replica ``index`` of component ``name`` building ``spec``, serving it
+        ``services``; READY, or a :class:`~minions.StartupError`."""
+        ...
 
 
 @dataclass(eq=False)

@@ -39,9 +39,31 @@ from ..core.status import ReplicaStatus
 from .children import Zygotes, spawn_child
 from .component import child_spec
 from .measured import LIFECYCLE, measured_proxy
-from .replicas import Replica, ReplicaSet, Routing
+from .replicas import Replica, ReplicaLauncher, ReplicaSet, Routing
 
-__all__ = ["LocalReplica", "ReplicatedHost", "idempotent_methods", "router_routing"]
+__all__ = [
+    "LocalLauncher",
+    "LocalReplica",
+    "ReplicatedHost",
+    "idempotent_methods",
+    "router_routing",
+]
+
+
+class LocalLauncher:
+    """Starts replicas as children of this host's zygote."""
+
+    def __init__(self, zygotes: Zygotes) -> None:
+        self._zygotes = zygotes
+
+    def __repr__(self) -> str:
+        return f"<LocalLauncher {self._zygotes!r}>"
+
+    async def launch(
+        self, name: str, spec: ChildSpec, services: Mapping[str, object], index: int
+    ) -> Replica:
+        child = await spawn_child(self._zygotes, name, spec, services, replica=index)
+        return LocalReplica(child)
 
 
 class LocalReplica:
@@ -106,7 +128,7 @@ class ReplicatedHost(ReplicatedHostBase):
         node: Node,
         policy: Policy,
         isolation: Isolation,
-        zygotes: Zygotes,
+        launcher: ReplicaLauncher,
         *,
         fresh_code: bool = False,
         observer: CallObserver | None = None,
@@ -114,7 +136,7 @@ class ReplicatedHost(ReplicatedHostBase):
         self._node = node
         self._policy = policy
         self._isolation = isolation
-        self._zygotes = zygotes
+        self._launcher = launcher
         self._fresh_code = fresh_code
         self._observer = observer
         self._router: Router | None = None
@@ -176,10 +198,7 @@ class ReplicatedHost(ReplicatedHostBase):
         spec = dataclasses.replace(
             self._spec, payload={**self._spec.payload, "replica": [index, count]}
         )
-        child = await spawn_child(
-            self._zygotes, self._node.name, spec, self._services, replica=index
-        )
-        return LocalReplica(child)
+        return await self._launcher.launch(self._node.name, spec, self._services, index)
 
     async def wait(self) -> Outcome:
         assert self._set is not None

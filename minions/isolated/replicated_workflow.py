@@ -31,9 +31,8 @@ from ..core.host import Outcome
 from ..core.host import ReplicatedHost as ReplicatedHostBase
 from ..core.policy import Policy
 from ..core.status import ReplicaStatus
-from .children import Zygotes, spawn_child
-from .replicas import Replica, ReplicaSet, Routing
-from .replicated import LocalReplica
+from .children import Zygotes
+from .replicas import Replica, ReplicaLauncher, ReplicaSet, Routing
 from .workflow import IsolatedWorkflowHost, StepOutcome, StepServer
 
 __all__ = ["ReplicatedWorkflowHost", "StepPool"]
@@ -211,10 +210,12 @@ class ReplicatedWorkflowHost(IsolatedWorkflowHost, ReplicatedHostBase):
         policy: Policy,
         isolation: Isolation,
         zygotes: Zygotes,
+        launcher: ReplicaLauncher,
         *,
         fresh_code: bool = False,
     ) -> None:
         super().__init__(node, policy, isolation, zygotes, fresh_code=fresh_code)
+        self._launcher = launcher
         self._pool = StepPool(node.name, isolation.workflows_per_replica)
         self._set: ReplicaSet | None = None
         self._spec: Any = None
@@ -251,10 +252,7 @@ class ReplicatedWorkflowHost(IsolatedWorkflowHost, ReplicatedHostBase):
     async def _launch(self, index: int, count: int) -> Replica:
         payload = {**self._spec.payload, "replica": [index, count]}
         spec = dataclasses.replace(self._spec, payload=payload)
-        child = await spawn_child(
-            self._zygotes, self._node.name, spec, self._services, replica=index
-        )
-        return LocalReplica(child)
+        return await self._launcher.launch(self._node.name, spec, self._services, index)
 
     async def _run_step(
         self, step: str, event: Any, context: Any, orchestration_id: str, workflow_id: str

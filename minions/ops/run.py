@@ -65,6 +65,7 @@ def run(
     metrics_port: int | None = None,
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
+    ray_address: str | None = None,
 ) -> None:
     """Run ``components`` (and their dependencies) until they finish or a signal stops them.
 
@@ -72,8 +73,10 @@ def run(
     class or component name, e.g. ``options={ThirdPartyStrategy: {"isolated": True}}``.
     ``stop_after`` stops gracefully after that many seconds. ``metrics_port`` serves Prometheus
     metrics on ``127.0.0.1:<port>``. ``log_level`` defaults to ``"info"``; the log file rotates
-    past ``log_max_bytes`` (10 MiB; 0 never) keeping ``log_backups`` files (10). Each setting
-    may be overridden by the environment (see :mod:`minions.ops.settings`).
+    past ``log_max_bytes`` (10 MiB; 0 never) keeping ``log_backups`` files (10).
+    ``ray_address`` is the Ray cluster that components with ``Isolation(backend="ray")`` join
+    (without one, a local Ray is started for them and stopped at the end). Each setting may be
+    overridden by the environment (see :mod:`minions.ops.settings`).
 
     It blocks until the system stops, so it cannot be called from a running event loop: async
     programs use :class:`~minions.Runtime`.
@@ -96,6 +99,7 @@ def run(
             metrics_port=metrics_port,
             log_max_bytes=log_max_bytes,
             log_backups=log_backups,
+            ray_address=ray_address,
         )
     except DefinitionError as exc:
         raise _exit_with(EXIT_DEFINITION, exc) from None
@@ -180,6 +184,7 @@ async def _main(
         options=options,
         project_dir=project_dir,
         extensions=_extensions(settings.metrics_port, on_stop_request, lock),
+        isolation_settings={"ray_address": settings.ray_address} if settings.ray_address else {},
     )
     try:
         # A definition error is reported before anything is logged: one line on stderr.

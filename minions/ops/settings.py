@@ -17,7 +17,11 @@ Every setting of ``run(...)`` can be given four ways; the first one present wins
 ``metrics_port``    ``MINIONS_METRICS_PORT`` ``metrics_port`` none: metrics off
 ``log_max_bytes``   ``MINIONS_LOG_MAX_BYTES`` ``log_max_bytes`` 10 MiB (0: never rotate)
 ``log_backups``     ``MINIONS_LOG_BACKUPS`` ``log_backups``   10 rotated files kept
+``ray_address``     ``MINIONS_RAY_ADDRESS`` ``ray_address``   none: a local Ray if needed
 ==================  ======================  ================  ============================
+
+The ``[minions]`` table may also hold a ``[minions.replicas]`` table of replica counts by
+component name (read by the runtime, see docs/scale-out.md).
 
 A bad value is a :class:`~minions.ConfigError` that names where it came from.
 """
@@ -42,6 +46,7 @@ __all__ = [
     "LOG_LEVEL_ENV",
     "LOG_MAX_BYTES_ENV",
     "METRICS_PORT_ENV",
+    "RAY_ADDRESS_ENV",
     "STOP_AFTER_ENV",
     "RunSettings",
     "resolve_settings",
@@ -53,9 +58,12 @@ STOP_AFTER_ENV = "MINIONS_STOP_AFTER"
 METRICS_PORT_ENV = "MINIONS_METRICS_PORT"
 LOG_MAX_BYTES_ENV = "MINIONS_LOG_MAX_BYTES"
 LOG_BACKUPS_ENV = "MINIONS_LOG_BACKUPS"
+RAY_ADDRESS_ENV = "MINIONS_RAY_ADDRESS"
 #: The table of the config file that holds the system's own settings.
 CONFIG_TABLE = "minions"
-_TABLE_KEYS = ("log_level", "metrics_port", "log_max_bytes", "log_backups")
+_TABLE_KEYS = ("log_level", "metrics_port", "log_max_bytes", "log_backups", "ray_address")
+#: Tables inside [minions] that others read: replica counts, read by the runtime.
+_SUBTABLES = ("replicas",)
 
 ConfigArg = str | os.PathLike[str] | Mapping[str, Any] | None
 T = TypeVar("T")
@@ -72,6 +80,7 @@ class RunSettings:
     metrics_port: int | None
     log_max_bytes: int
     log_backups: int
+    ray_address: str | None = None
 
 
 def resolve_settings(
@@ -84,17 +93,19 @@ def resolve_settings(
     metrics_port: int | None = None,
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
+    ray_address: str | None = None,
 ) -> RunSettings:
     """Resolve the settings of a ``run(...)`` called with these arguments."""
     if environ.get(CONFIG_ENV):
         config = environ[CONFIG_ENV]
     source = ConfigSource.load(config, project_dir)
     table = source.tables.get(CONFIG_TABLE, {})
-    unknown = sorted(set(table) - set(_TABLE_KEYS))
+    unknown = sorted(set(table) - set(_TABLE_KEYS) - set(_SUBTABLES))
     if unknown:
         raise ConfigError(
             f"unknown setting(s) {', '.join(unknown)} in the [{CONFIG_TABLE}] table of "
-            f"{source.origin}; it may hold: {', '.join(_TABLE_KEYS)}"
+            f"{source.origin}; it may hold: {', '.join(_TABLE_KEYS)} and the "
+            f"[{CONFIG_TABLE}.replicas] table"
         )
     where = f"in [{CONFIG_TABLE}] of {source.origin}"
 
@@ -119,6 +130,7 @@ def resolve_settings(
             "log_max_bytes", LOG_MAX_BYTES_ENV, log_max_bytes, _size, DEFAULT_LOG_MAX_BYTES
         ),
         log_backups=pick("log_backups", LOG_BACKUPS_ENV, log_backups, _count, DEFAULT_LOG_BACKUPS),
+        ray_address=pick("ray_address", RAY_ADDRESS_ENV, ray_address, _address, None),
     )
 
 
@@ -175,6 +187,15 @@ def _size(value: object, origin: str) -> int:
             f"log file), got {value!r}"
         )
     return size
+
+
+def _address(value: object, origin: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(
+            f"{origin} must be the address of a Ray cluster, e.g. 'ray://head:10001' or "
+            f"'10.0.0.5:6379'; got {value!r}"
+        )
+    return value.strip()
 
 
 def _count(value: object, origin: str) -> int:
