@@ -355,8 +355,9 @@ class Peer:
             if now - began > _SLOW_DISPATCH_SECONDS:
                 # Calls that ran long (CPU-bound methods answer without suspending) send their
                 # replies now, not after the rest of the frame's calls: their callers, and a
-                # router counting calls in flight, hear of them as soon as they are done.
-                self._transport.flush()
+                # router counting calls in flight, hear of them as soon as they are done. (This
+                # runs inside the reader callback, which looks for more frames itself.)
+                self._transport.flush(recheck=False)
                 began = now
 
     def _break(self, exc: BaseException) -> None:

@@ -65,6 +65,7 @@ class Transport:
         self._outbox: list[bytes] = []
         self._unsent: deque[bytes] = deque()
         self._flush_scheduled = False
+        self._read_scheduled = False
         self._reader_on = False
         self._reading = False
         self._closed = False
@@ -87,7 +88,7 @@ class Transport:
         self._reading = True
         self._sync_reader()
         # Messages that arrived before now raised no edge we could see: look once.
-        self._loop.call_soon(self._on_readable)
+        self._schedule_read()
 
     def stop_reading(self) -> None:
         self._reading = False
@@ -100,8 +101,12 @@ class Transport:
         self._unsent.clear()
         self._sync_reader()
 
-    def flush(self) -> None:
-        """Send what is queued, as far as the socket takes it now."""
+    def flush(self, *, recheck: bool = True) -> None:
+        """Send what is queued, as far as the socket takes it now.
+
+        ``recheck=False`` is for a caller inside the reader callback, which looks at the
+        socket's events again itself: the flush then does not schedule another read.
+        """
         self._flush_scheduled = False
         if self._closed:
             return
@@ -125,8 +130,8 @@ class Transport:
             self._on_failure(ComponentCrashed(f"the socket to {self._name} failed: {exc}"))
             return
         self._sync_reader()
-        if more:
-            self._loop.call_soon(self._on_readable)
+        if more and recheck:
+            self._schedule_read()
 
     def _sync_reader(self) -> None:
         want = not self._closed and (self._reading or bool(self._unsent))
@@ -136,6 +141,17 @@ class Transport:
         elif not want and self._reader_on:
             self._loop.remove_reader(self._fd)
             self._reader_on = False
+
+    def _schedule_read(self) -> None:
+        """Look at the socket again on the next loop pass: once, however many ask (a busy
+        socket would otherwise pile up look-ups and keep the loop's timers from their turn)."""
+        if not self._read_scheduled:
+            self._read_scheduled = True
+            self._loop.call_soon(self._scheduled_read)
+
+    def _scheduled_read(self) -> None:
+        self._read_scheduled = False
+        self._on_readable()
 
     def _on_readable(self) -> None:
         if self._closed:
@@ -151,7 +167,7 @@ class Transport:
                 self._on_frame(_recv(socket, _NOBLOCK))
                 frames += 1
                 if frames == _MAX_FRAMES_PER_WAKEUP:
-                    self._loop.call_soon(self._on_readable)
+                    self._schedule_read()
                     break
                 events = int(_get(socket, _EVENTS))
         except zmq.ZMQError as exc:
