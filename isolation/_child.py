@@ -7,6 +7,8 @@
       ◀──────────── init {factory, services, payload}   (only if it did not fit in the job)
       (build proxies, factory(), startup(), serve the component)
       ── ready {classes} ────────────────▶    spawn() returns; the zygote warms the classes
+      ◀────────────────────────────────── run    (only when the spawn asked to hold run():
+                                                  sent once the parent counts it running)
       (run(), heartbeats both ways, log events)
       ◀────────────────────────────── stop    (only when the parent stops it)
       (cancel run(), shutdown())
@@ -81,6 +83,11 @@ class _Child:
             # Small enough to come with the job: no round trip to the parent before building.
             self._init.set_result(config["init"])
         self._stop = asyncio.Event()
+        # run() waits for the parent's "run" when the spawn asked for it: the component is
+        # served from READY on, but its own life starts once the parent counts it running.
+        self._go = asyncio.Event()
+        if not config.get("hold_run"):
+            self._go.set()
         self._last_parent_beat = loop.time()
         self._peer: Peer | None = None
 
@@ -92,15 +99,17 @@ class _Child:
             peer = self._peer = Peer(
                 socket, component=self._component, on_control=self._on_control, **kwargs
             )
-            forward_logs(
-                lambda event: peer.send_control("log", event),
-                asyncio.get_running_loop(),
-                level=self._log_level,
-            )
             receiver = asyncio.create_task(peer.run())
             beats = asyncio.create_task(self._heartbeats(peer))
             try:
+                # Hello first (the tasks above start later): the parent checks it while this
+                # process finishes setting up.
                 peer.send_control("hello", {"token": self._token, "pid": os.getpid()})
+                forward_logs(
+                    lambda event: peer.send_control("log", event),
+                    asyncio.get_running_loop(),
+                    level=self._log_level,
+                )
                 await self._live(peer, receiver)
             finally:
                 beats.cancel()
@@ -149,6 +158,13 @@ class _Child:
         stop too: nobody would hear from this child any more.
         """
         stop = asyncio.create_task(self._stop.wait())
+        if not self._go.is_set():
+            go = asyncio.create_task(self._go.wait())
+            await asyncio.wait({go, stop, receiver}, return_when=asyncio.FIRST_COMPLETED)
+            go.cancel()
+            if not self._go.is_set():
+                stop.cancel()
+                return "stopped", None  # stopped, or the parent gone, before run() began
         work = asyncio.ensure_future(_call_hook(obj, "run")) if hasattr(obj, "run") else None
         try:
             waiting: set[asyncio.Future[Any]] = {stop, receiver}
@@ -200,6 +216,8 @@ class _Child:
             self._init.set_result(body)
         elif kind == "stop":
             self._stop.set()
+        elif kind == "run":
+            self._go.set()
 
     async def _heartbeats(self, peer: Peer) -> None:
         loop = asyncio.get_running_loop()

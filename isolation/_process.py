@@ -86,9 +86,14 @@ async def spawn(
     *,
     on_log: LogSink | None = None,
     on_output: OutputSink | None = None,
+    hold_run: bool = False,
 ) -> ChildProcess:
     """Fork a child for ``spec`` through ``zygote``, serve it ``services``, and return it once
     it is READY.
+
+    With ``hold_run``, the child serves its component from READY on but calls its ``run()``
+    only once told to (:meth:`ChildProcess.start_run`): a supervisor that counts it running
+    first never sees a component's own code run before that.
 
     ``on_log(component, event)`` receives the child's log events and ``on_output(component,
     stream, line)`` its stdout and stderr lines (by default both are logged here). The child
@@ -126,6 +131,7 @@ async def spawn(
         },
         "log_level": logging.getLogger().getEffectiveLevel(),
         "init": init if inline else None,
+        "hold_run": hold_run,
     }
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
@@ -215,6 +221,7 @@ class ChildProcess:
         self._failure: ChildStartError | None = None
         self._verdict: ChildExit | None = None
         self._hello = False
+        self._run_started = False
         self._init: dict[str, Any] | None = None  # sent after hello when too big to go inline
         self._last_beat = loop.time()
         self._services: Mapping[str, object] = {}
@@ -241,6 +248,14 @@ class ChildProcess:
     def proxy(self, cls: type) -> Any:
         """A proxy to the component the child built, with the methods of ``cls``."""
         return self._peer.proxy(COMPONENT, cls, exclude=LIFECYCLE)
+
+    def start_run(self) -> None:
+        """Let a child spawned with ``hold_run`` call its component's ``run()`` (once it is
+        READY; idempotent, and harmless for a child that was not held)."""
+        if self._state is ChildState.RUNNING and not self._run_started:
+            self._run_started = True
+            with contextlib.suppress(ComponentCrashed):
+                self._peer.send_control("run")
 
     async def wait(self) -> ChildExit:
         """Wait for the child to end, for whatever reason, and say how it ended."""

@@ -82,6 +82,7 @@ class RemoteChild:
         self._verdict: ChildExit | None = None
         self._failure: ChildStartError | None = None
         self._hello = False
+        self._run_started = False
         self._last_beat = loop.time()
         self._tasks: set[asyncio.Task[None]] = set()
         self._peer = Peer(socket, component=spec.component, on_control=self._on_control)
@@ -123,6 +124,14 @@ class RemoteChild:
         self._state = ChildState.RUNNING
         self._last_beat = self._loop.time()
         self._spawn(self._watch_heartbeats())
+
+    def start_run(self) -> None:
+        """Let the child call its component's ``run()`` (it waits for this: see
+        :func:`remote_config`); idempotent."""
+        if self._state is ChildState.RUNNING and not self._run_started:
+            self._run_started = True
+            with contextlib.suppress(ComponentCrashed):
+                self._peer.send_control("run")
 
     def ended(self, cause: str) -> None:
         """The scheduler saw the child end (its session returned, or its process is gone)."""
@@ -310,4 +319,5 @@ def remote_config(
         },
         "log_level": logging.getLogger().getEffectiveLevel(),
         "init": {"factory": spec.factory, "services": dict(spec.services), "payload": spec.payload},
+        "hold_run": True,  # run() once the parent counts the child running: start_run()
     }

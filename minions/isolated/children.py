@@ -125,18 +125,23 @@ async def spawn_child(
     services: Mapping[str, object],
     *,
     replica: int | None = None,
+    hold_run: bool = False,
 ) -> ChildProcess:
     """Fork the child of component ``name``; a failure to start is a :class:`StartupError`.
 
     The spawn runs in a context tagged with the component, so that the calls its child makes
     into this process (served by tasks of that channel) log under the component's name. The
-    events and output of a replica's child carry its ``replica`` index too.
+    events and output of a replica's child carry its ``replica`` index too. With ``hold_run``
+    the child calls ``run()`` only once told to (``ChildProcess.start_run``): hosts do, once the
+    supervisor counts the component running.
     """
     on_log, on_output = _forward_log, _forward_output
     if replica is not None:
         on_log = functools.partial(_forward_log, replica=replica)
         on_output = functools.partial(_forward_output, replica=replica)
-    starting = spawn(zygotes.get(), spec, services, on_log=on_log, on_output=on_output)
+    starting = spawn(
+        zygotes.get(), spec, services, on_log=on_log, on_output=on_output, hold_run=hold_run
+    )
     try:
         return await asyncio.get_running_loop().create_task(
             starting, context=component_context(name)

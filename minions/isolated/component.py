@@ -101,10 +101,12 @@ class IsolatedHost:
         spec, services = child_spec(
             node, self._isolation, provided, config, self._fresh_code, self._observer
         )
-        self._child = await spawn_child(self._zygotes, node.name, spec, services)
+        self._child = await spawn_child(self._zygotes, node.name, spec, services, hold_run=True)
 
     async def wait(self) -> Outcome:
         assert self._child is not None
+        # The supervisor has just counted the component running: its run() may begin.
+        self._child.start_run()
         end = await self._child.wait()
         if end.reason == "returned":
             return ChildOutcome(False, "run() returned", reason=end.reason)

@@ -165,6 +165,10 @@ class RayReplica:
         assert self._child is not None
         return self._child.proxy(cls)
 
+    def start_run(self) -> None:
+        assert self._child is not None
+        self._child.start_run()
+
     async def start(
         self,
         name: str,

@@ -72,6 +72,10 @@ class Replica(Protocol):
         """A proxy to the component the replica built, with the methods of ``cls``."""
         ...
 
+    def start_run(self) -> None:
+        """Let the replica's ``run()`` begin: it is counted running (it waits for this)."""
+        ...
+
     async def wait(self) -> ChildExit: ...
 
     async def stop(self, timeout: float) -> ChildExit:  # noqa: ASYNC109 - a grace period
@@ -176,6 +180,7 @@ class ReplicaSet:
         self._count = 0
         self._draining: dict[int, _Slot] = {}
         self._closing = False
+        self._begun = False  # the supervisor counts the component running: run() may begin
         self._scaling = asyncio.Lock()
         self._rest: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
 
@@ -222,7 +227,16 @@ class ReplicaSet:
             raise failures[0]
 
     async def wait(self) -> Outcome:
-        """Until every replica is at rest; how the incarnation ended."""
+        """Until every replica is at rest; how the incarnation ended.
+
+        The supervisor calls it once it counts the component running: from then on each
+        replica's ``run()`` may begin (those started later, at once).
+        """
+        if not self._begun:
+            self._begun = True
+            for slot in self._slots.values():
+                if slot.replica is not None and slot.state is _S.RUNNING:
+                    slot.replica.start_run()
         return await asyncio.shield(self._rest)
 
     async def stop(self) -> None:
@@ -309,6 +323,8 @@ class ReplicaSet:
         self._hooks.on_ready(slot.index, replica)
 
     async def _watch(self, slot: _Slot, replica: Replica) -> None:
+        if self._begun:
+            replica.start_run()  # its component counts as running: its own run() may begin
         end = await replica.wait()
         if self._closing or slot.replica is not replica or slot.state is not _S.RUNNING:
             return

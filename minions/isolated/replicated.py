@@ -62,7 +62,7 @@ class LocalLauncher:
     async def launch(
         self, name: str, spec: ChildSpec, services: Mapping[str, object], index: int
     ) -> Replica:
-        child = await spawn_child(self._zygotes, name, spec, services, replica=index)
+        child = await spawn_child(self._zygotes, name, spec, services, replica=index, hold_run=True)
         return LocalReplica(child)
 
 
@@ -89,6 +89,9 @@ class LocalReplica:
 
     def proxy(self, cls: type) -> Any:
         return self._child.proxy(cls)
+
+    def start_run(self) -> None:
+        self._child.start_run()
 
     async def wait(self) -> ChildExit:
         return await self._child.wait()

@@ -168,7 +168,9 @@ class IsolatedWorkflowHost:
 
     async def start(self, provided: Mapping[type[Any], object], config: object | None) -> None:
         spec, services, config, parent_side = self._prepare(provided, config)
-        self._child = await spawn_child(self._zygotes, self._node.name, spec, services)
+        self._child = await spawn_child(
+            self._zygotes, self._node.name, spec, services, hold_run=True
+        )
         self._steps = self._child.proxy(StepServer)
         self._start_runner(provided, config, parent_side)
 
@@ -265,6 +267,7 @@ class IsolatedWorkflowHost:
 
     async def wait(self) -> Outcome:
         assert self._child is not None and self._task is not None
+        self._child.start_run()  # counted running: the child's own life may begin
         child: asyncio.Future[Any] = asyncio.ensure_future(self._child.wait())
         runner: asyncio.Future[None] = asyncio.ensure_future(asyncio.shield(self._task))
         try:

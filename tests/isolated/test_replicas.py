@@ -150,6 +150,59 @@ class Counted(Minion, isolated=Isolation(replicas=3)):
         await asyncio.Event().wait()
 
 
+class Witness(Resource):
+    """Parent-side: when a child's run() calls it, notes what the runtime says of the caller."""
+
+    runtime: ClassVar[Runtime]
+    states: ClassVar[list[str]] = []
+    enough: ClassVar[asyncio.Event]
+
+    async def running_as(self, name: str, index: int) -> None:
+        status = self.runtime.status()[name]
+        replica = status.replicas[index].state.value if status.replicas else "-"
+        self.states.append(f"{name} {status.state.value} {replica}")
+        if len(self.states) >= 3:
+            self.enough.set()
+
+
+class Early(Minion, isolated=True):
+    def __init__(self, witness: Witness) -> None:
+        self._witness = witness
+
+    async def run(self) -> None:
+        await self._witness.running_as("Early", 0)
+        await asyncio.Event().wait()
+
+
+class EarlyReplicas(Minion, isolated=Isolation(replicas=2)):
+    def __init__(self, witness: Witness, replica: ReplicaInfo) -> None:
+        self._witness = witness
+        self._replica = replica
+
+    async def run(self) -> None:
+        await self._witness.running_as("EarlyReplicas", self._replica.index)
+        await asyncio.Event().wait()
+
+
+async def test_a_childs_run_begins_only_once_the_parent_counts_it_running(
+    tmp_path: Path,
+) -> None:
+    """A child serves its component from READY on, but its run() — the component's own code —
+    begins only once the runtime shows it running (a replica too), never while it still shows
+    it starting."""
+    Witness.states, Witness.enough = [], asyncio.Event()
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            Witness.runtime = rt
+            await rt.start(Early, EarlyReplicas)
+            await Witness.enough.wait()
+    assert sorted(Witness.states) == [
+        "Early running -",
+        "EarlyReplicas running running",
+        "EarlyReplicas running running",
+    ]
+
+
 async def _timed_burn(burner: Any, calls: int) -> tuple[float, list[tuple[int, float, float]]]:
     semaphore = asyncio.Semaphore(16)
 
