@@ -69,9 +69,10 @@ PROMISED = {
         "ChildExit", "ChildProcess", "ChildSpec", "ChildStartError", "ChildState",
         "ComponentCrashed", "DEFAULT_MAX_FRAME_BYTES", "DEFAULT_STREAM_CREDIT", "Isolation",
         "IsolationError", "Peer", "PeerState", "PeerStatistics", "ProtocolError", "RemoteError",
-        "RemoteMethod", "Router", "RouterStatistics", "SerializationError", "Zygote",
-        "check_remote_interface", "check_route_by", "reference", "remote_interface", "resolve",
-        "unsupported_reason",
+        "RemoteChild", "RemoteMethod", "Router", "RouterStatistics", "SecureChannel",
+        "SecureChannels", "SerializationError", "Zygote", "check_remote_interface",
+        "check_route_by", "reference", "remote_config", "remote_interface", "resolve",
+        "serve_remote", "unsupported_reason",
     ],
 }  # fmt: skip
 
