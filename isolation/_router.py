@@ -301,13 +301,13 @@ class Router:
     ) -> tuple[int, StreamReader]:
         key = self._key_of(method, args, kwargs)
         stream = _OpenStream(self, key, target, method, args, kwargs)
-        stream_id = next(self._next_stream)
-        self._streams[stream_id] = stream
         slot = self._enter_now(key, method)
         if slot is not None:
-            stream.open(slot)
+            stream.open(slot)  # raises (and releases the slot) if the arguments cannot travel
         else:
             stream.waiter = self._enqueue(key, method)
+        stream_id = next(self._next_stream)
+        self._streams[stream_id] = stream  # until the proxy's generator closes it
         return stream_id, stream  # type: ignore[return-value]  # a reader by duck typing
 
     def _close_stream(self, stream_id: int) -> None:

@@ -465,3 +465,25 @@ async def test_only_replicated_components_scale(tmp_path: Path) -> None:
                 await rt.scale("Board", 2)
             with pytest.raises(RuntimeStateError, match="single child"):
                 await rt.scale("Burner", 2)
+
+
+async def test_calls_by_key_wait_in_order_for_their_replica_to_come_back(tmp_path: Path) -> None:
+    """When a key's replica dies, the key's next calls wait for its replacement (they do not
+    move to another replica) and run there one after the other, in the order they were made."""
+    slow = {Keyed: {"backoff": Backoff(initial=0.3, jitter=0.0)}}
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path, options=slow) as rt:
+            await rt.start(Keyed)
+            keyed = rt.instances()["Keyed"]
+            first_pid, _, _ = await keyed.update(0, 0)
+            other_pid, _, _ = await keyed.update(1, 0)
+            os.kill(first_pid, signal.SIGKILL)
+            with pytest.raises(ComponentCrashed):  # in flight when it died: lost with it
+                await keyed.update(0, 1)
+            # Made while the replica waits out its backoff: they wait for the replacement.
+            runs = await asyncio.gather(*(keyed.update(0, seq) for seq in range(2, 42)))
+            assert (await keyed.update(1, 1))[0] == other_pid, "other keys stayed where they were"
+    pids = {pid for pid, _, _ in runs}
+    assert len(pids) == 1 and pids != {first_pid}, "on the key's replica, replaced"
+    previous = [prev for _, _, prev in runs]
+    assert previous == [-1, *range(2, 41)], "one after the other, in the order they were made"
