@@ -30,6 +30,7 @@ from minions import (
     Resource,
     Runtime,
     RuntimeStateError,
+    StartupError,
     idempotent,
 )
 
@@ -487,3 +488,30 @@ async def test_calls_by_key_wait_in_order_for_their_replica_to_come_back(tmp_pat
     assert len(pids) == 1 and pids != {first_pid}, "on the key's replica, replaced"
     previous = [prev for _, _, prev in runs]
     assert previous == [-1, *range(2, 41)], "one after the other, in the order they were made"
+
+
+class HalfBroken(Resource, isolated=Isolation(replicas=3)):
+    """Replica 2 cannot start: its startup() raises."""
+
+    def __init__(self, replica: ReplicaInfo) -> None:
+        self._replica = replica
+
+    async def startup(self) -> None:
+        if self._replica.index == 2:
+            raise RuntimeError("replica 2 has no licence")
+
+    async def ping(self) -> int:
+        return os.getpid()
+
+
+async def test_a_replica_that_cannot_start_fails_the_start_and_leaves_nothing(
+    tmp_path: Path, open_fds: None
+) -> None:
+    """One replica failing its first start fails the component's start with that replica's
+    error; the replicas that did start are stopped, and no process or descriptor is left."""
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            with pytest.raises(StartupError, match="replica 2 has no licence"):
+                await rt.start(HalfBroken)
+            status = rt.status()
+    assert "HalfBroken" not in status
