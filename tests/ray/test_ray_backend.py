@@ -142,3 +142,20 @@ def test_a_program_without_a_cluster_starts_a_local_ray_and_stops_it(tmp_path: P
     assert done.returncode == 0, done.stderr[-3000:]
     assert "PRICED 15 by pid" in done.stdout
     assert set(glob.glob("/tmp/minions-ray-*")) == before
+
+
+async def test_ray_replicas_scale_up_and_down(tmp_path: Path) -> None:
+    """Runtime.scale adds a Ray replica while the others serve, and drains the extra ones."""
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Pricer)
+            pricer = rt.instances()["Pricer"]
+            await rt.scale("Pricer", 3)
+            three = rt.status()["Pricer"].replicas
+            quotes = await asyncio.gather(*(pricer.price("BTC", n) for n in range(12)))
+            await rt.scale("Pricer", 1)
+            one = rt.status()["Pricer"].replicas
+            assert (await pricer.price("BTC", 1))["pid"] == one[0].pid
+    assert [r.state for r in three] == [ComponentState.RUNNING] * 3
+    assert {q["replica"] for q in quotes} == {0, 1, 2}
+    assert [r.index for r in one] == [0]
