@@ -302,11 +302,17 @@ class ReplicaSet:
         slot.incarnation += 1
         try:
             replica = await self._launch(slot.index, self._count)
-        except StartupError as exc:
+        except Exception as exc:
+            error = exc
+            if not isinstance(exc, StartupError):  # a launcher's own failure: said as such
+                error = StartupError(
+                    self._name, f"{self._name}: replica {slot.index} failed to start: {exc}"
+                )
+                error.__cause__ = exc
             if first:
                 slot.state = _S.STOPPED
-                raise
-            self._crashed(slot, "startup", str(exc), exc)
+                raise error from error.__cause__
+            self._crashed(slot, "startup", str(error), error)
             return
         if self._closing or slot.state is not _S.STARTING:
             await replica.stop(self._stop_timeout)  # stopped or drained while it started
