@@ -78,3 +78,22 @@ def test_a_bad_value_says_where_it_came_from(
     (tmp_path / "minions.toml").write_text(f"[minions]\n{table}\n")
     with pytest.raises(ConfigError, match=message):
         resolve_settings(project_dir=tmp_path, environ=environ, **kwargs)  # type: ignore[arg-type]
+
+
+def test_the_ray_address_and_the_replicas_table(tmp_path: Path) -> None:
+    """``ray_address`` comes from $MINIONS_RAY_ADDRESS, run()'s argument, then [minions]; the
+    [minions.replicas] table is allowed there (the runtime reads it); a blank address is an
+    error that says what one looks like."""
+    (tmp_path / "minions.toml").write_text(
+        "[minions]\nray_address = 'head:6379'\n[minions.replicas]\nPricer = 4\n"
+    )
+    assert resolve_settings(project_dir=tmp_path / "empty", environ={}).ray_address is None
+    assert resolve_settings(project_dir=tmp_path, environ={}).ray_address == "head:6379"
+    explicit = resolve_settings(project_dir=tmp_path, environ={}, ray_address="ray://a:10001")
+    assert explicit.ray_address == "ray://a:10001"
+    env = {"MINIONS_RAY_ADDRESS": "10.0.0.5:6379"}
+    assert resolve_settings(project_dir=tmp_path, environ=env, ray_address="x").ray_address == (
+        "10.0.0.5:6379"
+    )
+    with pytest.raises(ConfigError, match="must be the address of a Ray cluster"):
+        resolve_settings(project_dir=tmp_path, environ={}, ray_address="  ")
