@@ -45,6 +45,7 @@ from .core.replica import ReplicaInfo as ReplicaInfo
 from .core.runtime import Extension as Extension
 from .core.runtime import Runtime as Runtime
 from .core.status import ComponentStatus as ComponentStatus
+from .core.status import LifecycleEvent as LifecycleEvent
 from .core.status import ReplicaStatus as ReplicaStatus
 from .isolated.isolator import Isolator as _Isolator
 from .ops.control import ControlServer as ControlServer
@@ -81,6 +82,7 @@ __all__ = [
     "IdentityConflictError",
     "Intensity",
     "Isolation",
+    "LifecycleEvent",
     "MetricsEndpoint",
     "Minion",
     "MinionsError",

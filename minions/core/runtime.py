@@ -9,12 +9,15 @@
 
 :func:`minions.run` is the blocking front door built on it.
 
-Operating a running system plugs in through two small hooks, so that the core imports neither
-the control socket nor prometheus-client: *extensions* (:class:`Extension`) are attached just
-before the first components start and detached once everything has stopped — :func:`minions.run`
-attaches the control socket (``minions.ops.control``) and, when configured, the metrics endpoint
-(``minions.ops.metrics``); and a :class:`~minions.core.observer.CallObserver` set as
-:attr:`Runtime.call_observer` measures the calls that cross isolation boundaries. Isolated
+Operating a running system plugs in through three small hooks, so that the core imports
+neither the control socket nor prometheus-client: *extensions* (:class:`Extension`) are attached
+just before the first components start and detached once everything has stopped —
+:func:`minions.run` attaches the control socket (``minions.ops.control``) and, when configured,
+the metrics endpoint (``minions.ops.metrics``) and the dashboard (``minions.ops.dashboard``); a
+:class:`~minions.core.observer.CallObserver` set as :attr:`Runtime.call_observer` measures the
+calls that cross isolation boundaries; and *lifecycle listeners*
+(:meth:`Runtime.add_lifecycle_listener`) receive each step of each component's life as a
+:class:`~minions.core.status.LifecycleEvent`. Isolated
 components are hosted by the :class:`~minions.core.host.IsolatedHosts` that ``minions.isolated``
 provides.
 """
@@ -22,9 +25,11 @@ provides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType, TracebackType
 from typing import Any, Protocol
@@ -46,7 +51,7 @@ from .graph import Graph, Node, build_graph
 from .host import Host, IsolatedHosts, LocalHost, ReplicatedHost, isolated_hosts
 from .observer import CallObserver
 from .policy import ComponentOptions, Policy, RestartHistory, check_replica_count
-from .status import ComponentStatus
+from .status import ComponentStatus, LifecycleEvent, LifecycleListener
 from .supervisor import Cell, Supervisor
 
 log = structlog.get_logger("minions")
@@ -133,12 +138,14 @@ class Runtime:
         #: Measures the calls crossing isolation boundaries when set (before start()).
         self.call_observer: CallObserver | None = None
         self._changed = asyncio.Event()
+        self._listeners: list[LifecycleListener] = []
         self._supervisor = Supervisor(
             clock=self._clock,
             rng=rng or random.Random(),
             host_factory=self._make_host,
             config_factory=lambda node: self._configs.get(node.cls),
             on_change=self._changed.set,
+            on_event=self._announce,
         )
 
     async def __aenter__(self) -> Runtime:
@@ -235,6 +242,7 @@ class Runtime:
         )
         self._redeployed.add(cls)
         log.info("component.redeploying", component=cell.name)
+        self._announce(LifecycleEvent(cell.name, "redeploying", datetime.now(UTC)))
         await self._supervisor.restart(cls)
 
     async def stop(self, component: ComponentRef | None = None) -> None:
@@ -293,6 +301,22 @@ class Runtime:
         """A frozen snapshot of every component, by name, in start order."""
         return MappingProxyType({cell.name: cell.snapshot() for cell in self._supervisor.cells})
 
+    def add_lifecycle_listener(self, listener: LifecycleListener) -> None:
+        """Call ``listener`` with each :class:`~minions.LifecycleEvent` from now on: every
+        step of every component's life (started, crashed, restarting, given up...), on the
+        event loop, at the moment the runtime takes it.
+
+        A listener must return quickly and must not block: record the event, or hand it to a
+        task. An exception it raises is logged (``lifecycle.listener_failed``) and ignored.
+        """
+        self._listeners.append(listener)
+
+    def remove_lifecycle_listener(self, listener: LifecycleListener) -> None:
+        """Stop calling ``listener`` (added by :meth:`add_lifecycle_listener`); no error if it
+        was not added."""
+        with contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
     def instances(self) -> Mapping[str, object]:
         """What dependents receive from each running component, by name: the component
         itself, or for an isolated one a proxy to it."""
@@ -334,6 +358,13 @@ class Runtime:
             await self._changed.wait()
 
     # -- internals -----------------------------------------------------------------------------
+
+    def _announce(self, event: LifecycleEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception as exc:
+                log.error("lifecycle.listener_failed", listener=repr(listener), exc_info=exc)
 
     async def _attach_extensions(self) -> None:
         if self._attached is not None:

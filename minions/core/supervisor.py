@@ -14,6 +14,9 @@ leaves the rest of the system running.
 
 Each incarnation of a component has a generation number; a watcher whose generation is stale
 (the component was stopped or restarted meanwhile) does nothing.
+
+Each step of a component's life is logged (``component.<kind>``) and announced as a
+:class:`~minions.core.status.LifecycleEvent` to ``on_event`` at the moment it is taken.
 """
 
 from __future__ import annotations
@@ -28,12 +31,18 @@ from typing import Any
 import structlog
 
 from .clock import Clock
-from .component import ComponentState
+from .component import ComponentState, component_name
 from .errors import RuntimeStateError, StartupError
 from .graph import Graph, Node
 from .host import Host, Outcome, ReplicatedHost
 from .policy import Policy, RestartHistory
-from .status import ComponentStatus, ReplicaStatus
+from .status import (
+    ComponentStatus,
+    LifecycleEvent,
+    LifecycleKind,
+    LifecycleListener,
+    ReplicaStatus,
+)
 
 log = structlog.get_logger("minions")
 
@@ -89,6 +98,7 @@ class Cell:
             crash_causes=dict(self.crash_causes),
             ended_by_crash=self.ended_by_crash and self.state is _S.STOPPED,
             replicas=replicas,
+            dependencies=tuple(dict.fromkeys(map(component_name, self.node.dependency_classes))),
         )
 
     def count_crash(self, cause: str) -> None:
@@ -117,12 +127,14 @@ class Supervisor:
         host_factory: HostFactory,
         config_factory: ConfigFactory,
         on_change: Callable[[], None],
+        on_event: LifecycleListener | None = None,
     ) -> None:
         self._clock = clock
         self._rng = rng
         self._host_factory = host_factory
         self._config_factory = config_factory
         self._on_change = on_change
+        self._on_event = on_event
         self._lock = asyncio.Lock()
         self._graph = Graph(())
         self._cells: dict[type[Any], Cell] = {}
@@ -215,6 +227,7 @@ class Supervisor:
             cell.history.clear()
             cell.blocked_by.clear()
             log.info("component.restarting", component=cell.name, reason="restart requested")
+            self._announce(cell, "restarting", reason="restart requested")
             await self._bring_up(cell)
             self._on_change()
             if cell.state is not _S.RUNNING:
@@ -242,6 +255,7 @@ class Supervisor:
                     await self._stop_cell(cell, "runtime stopping")
                 elif cell.state is _S.RESTARTING:
                     cell.state = _S.STOPPED
+                    self._announce(cell, "stopped", reason="runtime stopping")
             self._on_change()
 
     def kill(self) -> None:
@@ -253,9 +267,25 @@ class Supervisor:
                 cell.watcher.cancel()
             if cell.host is not None and cell.state.is_active:
                 cell.host.kill()
-            cell.state = _S.STOPPED if cell.state.is_active else cell.state
+            if cell.state.is_active:
+                cell.state = _S.STOPPED
+                self._announce(cell, "stopped", reason="killed: the stop was forced")
 
     # -- internals (the lock is held) ----------------------------------------------------------
+
+    def _announce(
+        self,
+        cell: Cell,
+        kind: LifecycleKind,
+        *,
+        reason: str | None = None,
+        cause: str | None = None,
+        pid: int | None = None,
+        delay: float | None = None,
+    ) -> None:
+        if self._on_event is not None:
+            at = datetime.now(UTC)
+            self._on_event(LifecycleEvent(cell.name, kind, at, reason, cause, pid, delay))
 
     def _ensure_open(self) -> None:
         if self._closed:
@@ -264,6 +294,7 @@ class Supervisor:
     async def _start_cell(self, cell: Cell) -> None:
         cell.state = _S.STARTING
         log.info("component.starting", component=cell.name)
+        self._announce(cell, "starting")
         host = self._host_factory(cell.node, cell.policy)
         cell.host = host
         provided = {dep: self._instance_of(dep) for dep in cell.node.dependency_classes}
@@ -275,6 +306,7 @@ class Supervisor:
             log.error(
                 "component.crashed", component=cell.name, reason=str(exc), exc_info=exc.__cause__
             )
+            self._announce(cell, "crashed", reason=str(exc), cause="startup", pid=host.pid)
             cell.state = _S.STOPPING
             await host.stop()
             cell.state = _S.STOPPED
@@ -287,6 +319,7 @@ class Supervisor:
             log.info("component.started", component=cell.name)
         else:
             log.info("component.started", component=cell.name, pid=host.pid)
+        self._announce(cell, "started", pid=host.pid)
         cell.watcher = asyncio.get_running_loop().create_task(
             self._watch(cell, cell.generation, host), name=f"minions:watch:{cell.name}"
         )
@@ -319,6 +352,7 @@ class Supervisor:
             log.error(
                 "component.crashed", component=cell.name, reason=cause, exc_info=outcome.error
             )
+            self._announce(cell, "crashed", reason=cause, cause=kind, pid=host.pid)
         await self._after_exit(
             cell, crashed=crashed, cause=cause, host=host, given_up=outcome.given_up
         )
@@ -339,14 +373,17 @@ class Supervisor:
         if self._closed:
             await self._release(cell, host)
             cell.state = _S.STOPPED
+            self._announce(cell, "stopped", reason="runtime stopping")
             return
         if not cell.policy.restarts_after(crashed=crashed):
             await self._stop_dependents(cell, _S.STOPPED, f"its dependency {cell.name} stopped")
             await self._release(cell, host)
             cell.state = _S.STOPPED if crashed else _S.COMPLETED
             cell.ended_by_crash = crashed
-            event = "component.stopped" if crashed else "component.completed"
-            log.info(event, component=cell.name, reason=f"{cause}; restart={cell.policy.restart}")
+            kind: LifecycleKind = "stopped" if crashed else "completed"
+            reason = f"{cause}; restart={cell.policy.restart}"
+            log.info(f"component.{kind}", component=cell.name, reason=reason)
+            self._announce(cell, kind, reason=reason)
             return
         now = self._clock.now()
         if given_up or not cell.history.allows_restart(now):
@@ -364,6 +401,7 @@ class Supervisor:
             cell.state = _S.FAILED
             cell.last_error = reason
             log.error("component.given_up", component=cell.name, reason=reason)
+            self._announce(cell, "given_up", reason=reason)
             return
         attempt = cell.history.recent(now)
         cell.history.record(now)
@@ -380,6 +418,7 @@ class Supervisor:
             delay=round(delay, 3),
             attempt=attempt + 1,
         )
+        self._announce(cell, "restarting", reason=cause, delay=delay)
         cell.timer = asyncio.get_running_loop().create_task(
             self._restart_after(cell, delay), name=f"minions:backoff:{cell.name}"
         )
@@ -412,6 +451,7 @@ class Supervisor:
                 log.info(
                     "component.restarting", component=waiting.name, reason=f"{cell.name} is back"
                 )
+                self._announce(waiting, "restarting", reason=f"{cell.name} is back")
                 await self._bring_up(waiting)
 
     async def _stop_dependents(self, cell: Cell, state: ComponentState, reason: str) -> None:
@@ -431,6 +471,7 @@ class Supervisor:
         cell.state = _S.STOPPING
         cell.generation += 1
         log.info("component.stopping", component=cell.name, reason=reason)
+        self._announce(cell, "stopping", reason=reason)
         watcher, cell.watcher = cell.watcher, None
         if watcher is not None:
             watcher.cancel()
@@ -439,6 +480,7 @@ class Supervisor:
         cell.state = _S.STOPPED
         cell.started_at = None
         log.info("component.stopped", component=cell.name, reason=reason)
+        self._announce(cell, "stopped", reason=reason)
 
     async def _release(self, cell: Cell, host: Host | None) -> None:
         """Finish stopping an incarnation whose ``run()`` has ended (``shutdown()``)."""
