@@ -10,11 +10,19 @@ names it.)
 The protocol is one request, one answer, both msgpack maps::
 
     request  {"v": 1, "op": "status" | "restart" | "stop" | "redeploy" | "scale" | "metrics"
-                          | "ping",
+                          | "ping" | "telemetry" | "events",
               "name": <component name, for restart, redeploy, scale and stop of one component>,
-              "replicas": <a count of 1 or more, or "cores": for scale>}
+              "replicas": <a count of 1 or more, or "cores": for scale>,
+              "since": <events: the last event number seen>, "wait": <events: seconds>}
     answer   {"v": 1, "ok": true, "result": ...}
              {"v": 1, "ok": false, "error": {"kind": ..., "message": ...}}
+
+``telemetry`` answers the status with the raw readings behind the metrics
+(``minions.ops.telemetry``); ``events`` answers the lifecycle events numbered above ``since``
+(``minions.ops.lifecycle``: the server keeps the last thousand), waiting up to ``wait`` seconds
+(at most 30) for the next one when there is none yet. The dashboard follows a system with these
+two. :meth:`ControlServer.answer` serves a request in the system's own process, with the same
+checks and answers as the socket.
 
 ``scale`` answers once the new replicas are READY, or the removed ones have drained and
 stopped. Error kinds: ``unknown_component``, ``refused`` (the operation does not apply:
@@ -43,7 +51,8 @@ import shutil
 import socket
 import stat
 import tempfile
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -56,8 +65,10 @@ import zmq.asyncio
 from ..core.errors import MinionsError, RuntimeStateError, StartupError, UnknownComponentError
 from ..core.runtime import Runtime
 from ..core.status import ComponentStatus, ReplicaStatus
+from .lifecycle import MAX_WAIT, LifecycleHistory
 from .lock import ProjectLock
 from .metrics import MetricsEndpoint
+from .telemetry import telemetry
 from .usage import Usage, UsageSampler, local_pids
 
 __all__ = [
@@ -78,7 +89,9 @@ POINTER_NAME = "control.endpoint"
 _MAX_SOCKET_PATH = 100
 #: How long the last answers (to ``stop``) may take to leave when the socket closes.
 _CLOSE_LINGER_MS = 1000
-OPS = frozenset({"ping", "status", "restart", "stop", "redeploy", "scale", "metrics"})
+OPS = frozenset(
+    {"ping", "status", "restart", "stop", "redeploy", "scale", "metrics", "telemetry", "events"}
+)
 _NEEDS_NAME = frozenset({"restart", "redeploy", "scale"})
 
 
@@ -150,6 +163,7 @@ class ControlServer:
         self._stopping: asyncio.Task[None] | None = None
         self._sampler = UsageSampler()
         self._started_at = datetime.now(UTC)
+        self._history = LifecycleHistory()
 
     def __repr__(self) -> str:
         where = self._path if self._socket is not None else "not listening"
@@ -160,9 +174,15 @@ class ControlServer:
         """The socket's path while it listens."""
         return self._path if self._socket is not None else None
 
+    @property
+    def runtime(self) -> Runtime | None:
+        """The runtime it is attached to (``None`` before :meth:`attach`)."""
+        return self._runtime
+
     async def attach(self, runtime: Runtime) -> None:
         self._runtime = runtime
         self._started_at = datetime.now(UTC)
+        runtime.add_lifecycle_listener(self._history)
         try:
             self._open(runtime.project_dir)
         except ControlUnavailable as exc:
@@ -174,6 +194,8 @@ class ControlServer:
         log.info("control.listening", socket=str(self._path))
 
     async def detach(self) -> None:
+        if self._runtime is not None:
+            self._runtime.remove_lifecycle_listener(self._history)
         serving, self._serving = self._serving, None
         if serving is not None:
             serving.cancel()
@@ -187,7 +209,9 @@ class ControlServer:
                 with contextlib.suppress(zmq.ZMQError):
                     # The plain socket's send: it never waits (a ROUTER drops what it cannot
                     # deliver), and no future is left behind by a loop that is about to end.
-                    zmq.Socket.send_multipart(sock, [identity, b"", _answer({"stopped": True})])
+                    zmq.Socket.send_multipart(
+                        sock, [identity, b"", _pack(_success({"stopped": True}))]
+                    )
             self._stop_waiters.clear()
         self._close(_CLOSE_LINGER_MS)
 
@@ -276,35 +300,55 @@ class ControlServer:
 
     async def _handle(self, identity: bytes, body: bytes) -> None:
         try:
-            op, name, replicas = _parse(body)
-            if op == "stop" and name is None:
+            request = _decode(body)
+            if _check(request) == ("stop", None):
                 self._stop_all(identity)
                 return  # answered at detach, once everything has stopped
-            answer = _answer(await self._dispatch(op, name, replicas))
         except _Refusal as exc:
-            answer = _failure(exc.kind, str(exc))
-        except UnknownComponentError as exc:
-            answer = _failure("unknown_component", str(exc))
-        except RuntimeStateError as exc:
-            answer = _failure("refused", str(exc))
-        except (StartupError, MinionsError) as exc:
-            answer = _failure("failed", str(exc))
-        except Exception as exc:
-            log.error("control.failed", reason=f"{type(exc).__name__}: {exc}", exc_info=exc)
-            answer = _failure("internal", f"{type(exc).__name__}: {exc} (see the system's log)")
+            reply = _failure(exc.kind, str(exc))
+        else:
+            reply = await self.answer(request)
         if self._socket is not None:
             with contextlib.suppress(zmq.ZMQError):
-                await self._socket.send_multipart([identity, b"", answer])
+                await self._socket.send_multipart([identity, b"", _pack(reply)])
+
+    async def answer(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The answer to one request map, as the socket would send it (before msgpack): how
+        the dashboard served by the system itself operates it. ``stop`` without a name is
+        refused here: stopping the whole system is asked on the socket (``minions stop``)."""
+        try:
+            op, name = _check(request)
+            if op == "stop" and name is None:
+                raise _Refusal("refused", "stop the whole system with 'minions stop' or a signal")
+            return _success(await self._dispatch(op, name, request))
+        except _Refusal as exc:
+            return _failure(exc.kind, str(exc))
+        except UnknownComponentError as exc:
+            return _failure("unknown_component", str(exc))
+        except RuntimeStateError as exc:
+            return _failure("refused", str(exc))
+        except (StartupError, MinionsError) as exc:
+            return _failure("failed", str(exc))
+        except Exception as exc:
+            log.error("control.failed", reason=f"{type(exc).__name__}: {exc}", exc_info=exc)
+            return _failure("internal", f"{type(exc).__name__}: {exc} (see the system's log)")
 
     # -- operations -----------------------------------------------------------------------------
 
-    async def _dispatch(self, op: str, name: str | None, replicas: int | str | None = None) -> Any:
+    async def _dispatch(self, op: str, name: str | None, request: Mapping[str, Any]) -> Any:
         runtime = self._runtime
         assert runtime is not None
         if op == "ping":
             return {"pid": os.getpid()}
         if op == "status":
             return self.status()
+        if op == "telemetry":
+            metrics = self._metrics.metrics if self._metrics is not None else None
+            return {"at": time.time(), "status": self.status(), **telemetry(runtime, metrics)}
+        if op == "events":
+            since, wait = _events_range(request)
+            page = await self._history.after(since, wait)
+            return {"pid": os.getpid(), **page.as_data()}
         if op == "metrics":
             if self._metrics is None:
                 raise _Refusal(
@@ -323,7 +367,8 @@ class ControlServer:
         elif op == "stop":
             await runtime.stop(name)
         elif op == "scale":
-            assert replicas is not None
+            replicas = request.get("replicas")
+            assert isinstance(replicas, int | str)  # checked by _check
             await runtime.scale(name, replicas)
         return self._component_status(name)
 
@@ -389,6 +434,7 @@ def status_row(
         "last_error": status.last_error,
         "ended_by_crash": status.ended_by_crash,
         "replicas": [replica_row(r, usage_of, now) for r in status.replicas],
+        "dependencies": list(status.dependencies),
     }
 
 
@@ -420,12 +466,18 @@ class _Refusal(Exception):
         self.kind = kind
 
 
-def _parse(body: bytes) -> tuple[str, str | None, int | str | None]:
+def _decode(body: bytes) -> Mapping[str, Any]:
     try:
         request = msgpack.unpackb(body)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise _Refusal("bad_request", f"the request is not msgpack data: {exc}") from None
-    if not isinstance(request, dict) or request.get("v") != PROTOCOL_VERSION:
+    if not isinstance(request, dict):
+        raise _Refusal("bad_request", f"expected a map with v={PROTOCOL_VERSION}")
+    return request
+
+
+def _check(request: Mapping[str, Any]) -> tuple[str, str | None]:
+    if request.get("v") != PROTOCOL_VERSION:
         raise _Refusal(
             "bad_request",
             f"expected a map with v={PROTOCOL_VERSION}; this system speaks control protocol "
@@ -446,16 +498,28 @@ def _parse(body: bytes) -> tuple[str, str | None, int | str | None]:
         raise _Refusal(
             "bad_request", f'scale needs a replica count of 1 or more, or "cores"; got {replicas!r}'
         )
-    return op, name, replicas if op == "scale" else None
+    return op, name
 
 
-def _answer(result: Any) -> bytes:
-    packed: bytes = msgpack.packb({"v": PROTOCOL_VERSION, "ok": True, "result": result})
-    return packed
+def _events_range(request: Mapping[str, Any]) -> tuple[int, float]:
+    since, wait = request.get("since", 0), request.get("wait", 0)
+    if not isinstance(since, int) or isinstance(since, bool) or since < 0:
+        raise _Refusal("bad_request", f"since must be an event number, 0 or more; got {since!r}")
+    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait <= MAX_WAIT:
+        raise _Refusal(
+            "bad_request", f"wait must be a number of seconds from 0 to {MAX_WAIT:g}; got {wait!r}"
+        )
+    return since, float(wait)
 
 
-def _failure(kind: str, message: str) -> bytes:
-    packed: bytes = msgpack.packb(
-        {"v": PROTOCOL_VERSION, "ok": False, "error": {"kind": kind, "message": message}}
-    )
+def _success(result: Any) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "ok": True, "result": result}
+
+
+def _failure(kind: str, message: str) -> dict[str, Any]:
+    return {"v": PROTOCOL_VERSION, "ok": False, "error": {"kind": kind, "message": message}}
+
+
+def _pack(answer: dict[str, Any]) -> bytes:
+    packed: bytes = msgpack.packb(answer)
     return packed

@@ -78,10 +78,17 @@ from ..core.component import ComponentState
 from ..core.histogram import SECONDS_BUCKETS, Histogram, HistogramSnapshot
 from ..core.runtime import Runtime
 from ..core.status import ComponentStatus
-from ..workflows.store import WorkflowStore
+from ..workflows.store import WorkflowStatistics, WorkflowStore
 from .usage import Usage, UsageSampler, local_pids
 
-__all__ = ["LATENCY_BUCKETS", "MetricsEndpoint", "RuntimeMetrics"]
+__all__ = [
+    "LATENCY_BUCKETS",
+    "MeterReading",
+    "MetricsEndpoint",
+    "RuntimeMetrics",
+    "WorkflowReadings",
+    "read_workflows",
+]
 
 log = structlog.get_logger("minions")
 
@@ -119,15 +126,16 @@ class _Meter:
     def item(self) -> None:
         self.items += 1
 
-    def snapshot(self) -> _MeterReading:
-        return _MeterReading(
+    def snapshot(self) -> MeterReading:
+        return MeterReading(
             self.labels, dict(self.calls), dict(self.streams), self.durations.snapshot(), self.items
         )
 
 
 @dataclass(frozen=True)
-class _MeterReading:
-    """A :class:`_Meter` at one scrape."""
+class MeterReading:
+    """A :class:`_Meter` at one moment: ``labels`` are (channel component, target component,
+    method); ``calls`` and ``streams`` count by outcome."""
 
     labels: tuple[str, str, str]
     calls: dict[str, int]
@@ -164,12 +172,17 @@ class RuntimeMetrics:
         """The registry in the Prometheus text format."""
         return prometheus_client.generate_latest(self.registry).decode()
 
+    def readings(self) -> list[MeterReading]:
+        """Every meter as it is now (call on the event loop's thread)."""
+        return [meter.snapshot() for meter in list(self.meters.values())]
+
 
 class MetricsEndpoint:
     """Serves a runtime's :class:`RuntimeMetrics` on ``127.0.0.1:port`` (see the module
-    docstring)."""
+    docstring). With ``port=None`` it measures without serving: the control socket
+    (``minions status --metrics``) and the dashboard still read the metrics."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int | None) -> None:
         self.port = port
         self.metrics: RuntimeMetrics | None = None
         self._server: Any = None
@@ -186,6 +199,8 @@ class MetricsEndpoint:
     async def attach(self, runtime: Runtime) -> None:
         metrics = self.metrics = RuntimeMetrics(runtime, asyncio.get_running_loop())
         runtime.call_observer = metrics
+        if self.port is None:
+            return
         try:
             self._server, self._thread = prometheus_client.start_http_server(
                 self.port, addr="127.0.0.1", registry=metrics.registry
@@ -220,7 +235,7 @@ def _shut_down(server: Any, thread: threading.Thread | None) -> None:
 
 @dataclass(frozen=True)
 class _Reading:
-    meters: list[_MeterReading]
+    meters: list[MeterReading]
     statuses: list[ComponentStatus]
     usage: dict[str, Usage]
     replica_usage: dict[tuple[str, int], Usage]
@@ -282,26 +297,50 @@ class _RuntimeCollector(Collector):
             for r in s.replicas
             if r.pid is not None and r.node is None
         }
-        workflows: dict[str, Any] = {}
-        steps: dict[str, dict[str, HistogramSnapshot]] = {}
-        store: Any = None
-        try:
-            for instance in self._runtime.instances().values():
-                if isinstance(instance, WorkflowStore):
-                    services = instance.services
-                    for orchestration, counters in list(services.counters.items()):
-                        workflows[orchestration] = counters.snapshot()
-                        steps[orchestration] = counters.step_durations()
-                    statistics = getattr(services.state_store, "statistics", None)
-                    if callable(statistics):
-                        store = statistics()
-        except Exception as exc:  # the other families are still worth serving
-            log.warning("metrics.workflows_unreadable", reason=f"{type(exc).__name__}: {exc}")
+        workflows = read_workflows(self._runtime)
         meters = [meter.snapshot() for meter in list(self._meters.values())]
-        return _Reading(meters, statuses, usage, replica_usage, workflows, store, steps)
+        return _Reading(
+            meters,
+            statuses,
+            usage,
+            replica_usage,
+            workflows.counters,
+            workflows.store,
+            workflows.steps,
+        )
 
 
-def _call_families(meters: list[_MeterReading]) -> Iterator[Metric]:
+@dataclass(frozen=True)
+class WorkflowReadings:
+    """The workflow counters of a runtime at one moment."""
+
+    counters: dict[str, WorkflowStatistics]  # orchestration id -> its counters
+    steps: dict[str, dict[str, HistogramSnapshot]]  # orchestration id -> step -> durations
+    store: Any  # the state store's statistics(), when it has them
+
+
+def read_workflows(runtime: Runtime) -> WorkflowReadings:
+    """Read the counters of every :class:`~minions.WorkflowStore` the runtime runs (on the event
+    loop's thread). A store that cannot be read is logged and left out."""
+    counters: dict[str, WorkflowStatistics] = {}
+    steps: dict[str, dict[str, HistogramSnapshot]] = {}
+    store: Any = None
+    try:
+        for instance in runtime.instances().values():
+            if isinstance(instance, WorkflowStore):
+                services = instance.services
+                for orchestration, live in list(services.counters.items()):
+                    counters[orchestration] = live.snapshot()
+                    steps[orchestration] = live.step_durations()
+                statistics = getattr(services.state_store, "statistics", None)
+                if callable(statistics):
+                    store = statistics()
+    except Exception as exc:  # what was read is still worth showing
+        log.warning("metrics.workflows_unreadable", reason=f"{type(exc).__name__}: {exc}")
+    return WorkflowReadings(counters, steps, store)
+
+
+def _call_families(meters: list[MeterReading]) -> Iterator[Metric]:
     labels = ["component", "target", "method"]
     calls = CounterMetricFamily(
         "minions_proxy_calls",

@@ -36,6 +36,7 @@ COMPONENT_FIELDS = {
     "last_error",
     "ended_by_crash",
     "replicas",
+    "dependencies",
 }
 SYSTEM_FIELDS = {
     "pid",
@@ -113,6 +114,12 @@ def test_status_json_has_every_field_with_live_values(running: System) -> None:
     recorder = components["Recorder"]
     assert recorder["isolated"] is False and recorder["kind"] == "resource"
     assert recorder["pid"] is None and recorder["rss_bytes"] is None
+    assert {name: c["dependencies"] for name, c in components.items()} == {
+        "Recorder": [],
+        "Ticker": ["Recorder"],
+        "Strategy": ["Recorder"],
+        "MainWorker": ["Recorder"],
+    }
 
 
 def test_control_socket_is_owner_only(running: System) -> None:
