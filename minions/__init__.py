@@ -10,8 +10,8 @@ them (or pass the minion to :func:`run` with its pipeline declared as a class at
 The names here are the public surface; the code lives in layers that only look down
 (docs/architecture.md): ``minions.core`` (components, graph, supervision, runtime) <-
 ``minions.workflows`` <- ``minions.isolated`` (components in child processes, over the
-``isolation`` package) <- ``minions.ops`` (``run``, the CLI, control socket, metrics). The two
-places where an upper layer plugs into the core are wired below.
+``isolation`` package) <- ``minions.ops`` (``run``, the CLI, control socket, metrics,
+dashboard). The two places where an upper layer plugs into the core are wired below.
 """
 
 from isolation import ComponentCrashed as ComponentCrashed
@@ -49,6 +49,7 @@ from .core.status import LifecycleEvent as LifecycleEvent
 from .core.status import ReplicaStatus as ReplicaStatus
 from .isolated.isolator import Isolator as _Isolator
 from .ops.control import ControlServer as ControlServer
+from .ops.dashboard.extension import Dashboard as Dashboard
 from .ops.metrics import MetricsEndpoint as MetricsEndpoint
 from .ops.run import run as run
 from .workflows.definition import define_workflow_minion as _define_workflow_minion
@@ -74,6 +75,7 @@ __all__ = [
     "ComponentStatus",
     "ConfigError",
     "ControlServer",
+    "Dashboard",
     "DefinitionError",
     "DependencyCycleError",
     "DependencyError",

@@ -7,8 +7,9 @@ tuple of them, or a function that calls ``run(...)`` itself.
 The other commands operate the system running in a project folder — the current directory,
 ``--project DIR``, or ``$MINIONS_PROJECT_DIR`` — through its control socket
 (``minions.ops.control``): ``status`` (``--json``, ``--metrics``), ``top``, ``restart NAME``,
-``stop [NAME]``, ``redeploy NAME``, ``scale NAME N``; ``logs [NAME] [-f]`` reads the
-structured log file (across its rotated files). A problem (no system, a stale socket, an
+``stop [NAME]``, ``redeploy NAME``, ``scale NAME N``, ``dashboard [--port N]`` (a live web page
+of the system, :mod:`.dashboard`; ``--url`` prints the address of the one the system serves
+itself); ``logs [NAME] [-f]`` reads the structured log file (across its rotated files). A problem (no system, a stale socket, an
 unknown component, a refused or failed operation) is one line on stderr and exit status 1; a
 usage error is exit status 2; ``status`` exits with 3 when a component has failed. Every
 status is in :mod:`.exits`.
@@ -40,10 +41,17 @@ from ..core.errors import DefinitionError
 from ..core.logs import LOG_FILE_NAME, LOG_LEVELS, log_dir
 from ..core.runtime import default_project_dir
 from .client import ControlClient, ControlError, NoSystemError
+from .dashboard import command as dashboard_command
 from .exits import EXIT_COMPONENT_FAILED, EXIT_DEFINITION, EXIT_ERROR, EXIT_OK, EXIT_USAGE
 from .log_reader import LogReader
 from .run import run
-from .settings import CONFIG_ENV, LOG_LEVEL_ENV, METRICS_PORT_ENV, STOP_AFTER_ENV
+from .settings import (
+    CONFIG_ENV,
+    DASHBOARD_PORT_ENV,
+    LOG_LEVEL_ENV,
+    METRICS_PORT_ENV,
+    STOP_AFTER_ENV,
+)
 from .top import render_status, run_top
 
 STATUS_TIMEOUT = 5.0
@@ -106,6 +114,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PORT",
         help="serve Prometheus metrics on 127.0.0.1:PORT (0 picks a free port)",
     )
+    run_cmd.add_argument(
+        "--dashboard-port",
+        type=int,
+        metavar="PORT",
+        help="serve the dashboard on 127.0.0.1:PORT (0 picks a free port)",
+    )
     run_cmd.add_argument("args", nargs=argparse.REMAINDER, help="arguments for a program file")
 
     status = commands.add_parser(
@@ -146,6 +160,18 @@ def _parser() -> argparse.ArgumentParser:
         "-n", "--lines", type=int, help="show the last N events (default: all; 10 with -f)"
     )
     logs.add_argument("--json", action="store_true", help="print the JSON lines as they are")
+
+    dashboard = commands.add_parser(
+        "dashboard", parents=[project], help="serve a live web page of the running system"
+    )
+    dashboard.add_argument(
+        "--port", type=int, default=0, help="serve it on 127.0.0.1:PORT (default: a free port)"
+    )
+    dashboard.add_argument(
+        "--url",
+        action="store_true",
+        help="print the address of the dashboard the system serves itself, and exit",
+    )
     return parser
 
 
@@ -171,6 +197,7 @@ def _run(args: argparse.Namespace) -> int:
         (STOP_AFTER_ENV, args.seconds),
         (LOG_LEVEL_ENV, args.log_level),
         (METRICS_PORT_ENV, args.metrics_port),
+        (DASHBOARD_PORT_ENV, args.dashboard_port),
     ):
         if value is not None:
             os.environ[variable] = str(value)
@@ -359,6 +386,16 @@ def _width() -> int | None:
     return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    if args.url:
+        dashboard_command.print_url(_project(args), sys.stdout)
+    elif not 0 <= args.port <= 65535:
+        raise ControlError(f"--port must be from 0 to 65535 (0 picks a free port), got {args.port}")
+    else:
+        dashboard_command.serve(_project(args), args.port, sys.stdout)
+    return EXIT_OK
+
+
 COMMANDS = {
     "status": _status,
     "top": _top,
@@ -367,4 +404,5 @@ COMMANDS = {
     "scale": _scale,
     "stop": _stop,
     "logs": _logs,
+    "dashboard": _dashboard,
 }

@@ -60,7 +60,7 @@ import asyncio
 import concurrent.futures
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -317,6 +317,8 @@ class WorkflowReadings:
     counters: dict[str, WorkflowStatistics]  # orchestration id -> its counters
     steps: dict[str, dict[str, HistogramSnapshot]]  # orchestration id -> step -> durations
     store: Any  # the state store's statistics(), when it has them
+    #: orchestration id -> (workflow minion, pipeline), for the orchestrations a runner named
+    names: dict[str, tuple[str, str]] = field(default_factory=dict)
 
 
 def read_workflows(runtime: Runtime) -> WorkflowReadings:
@@ -324,6 +326,7 @@ def read_workflows(runtime: Runtime) -> WorkflowReadings:
     loop's thread). A store that cannot be read is logged and left out."""
     counters: dict[str, WorkflowStatistics] = {}
     steps: dict[str, dict[str, HistogramSnapshot]] = {}
+    names: dict[str, tuple[str, str]] = {}
     store: Any = None
     try:
         for instance in runtime.instances().values():
@@ -332,12 +335,14 @@ def read_workflows(runtime: Runtime) -> WorkflowReadings:
                 for orchestration, live in list(services.counters.items()):
                     counters[orchestration] = live.snapshot()
                     steps[orchestration] = live.step_durations()
+                    if live.minion is not None and live.pipeline is not None:
+                        names[orchestration] = (live.minion, live.pipeline)
                 statistics = getattr(services.state_store, "statistics", None)
                 if callable(statistics):
                     store = statistics()
     except Exception as exc:  # what was read is still worth showing
         log.warning("metrics.workflows_unreadable", reason=f"{type(exc).__name__}: {exc}")
-    return WorkflowReadings(counters, steps, store)
+    return WorkflowReadings(counters, steps, store, names)
 
 
 def _call_families(meters: list[MeterReading]) -> Iterator[Metric]:

@@ -19,7 +19,9 @@ calls ``run(...)`` itself — and from the ``[minions]`` table of the config: se
 
 While it runs, the system answers the ``minions`` command on its control socket
 (``minions.ops.control``; ``minions stop`` is a graceful stop like the first signal) and, when a
-metrics port is configured, serves Prometheus metrics on ``127.0.0.1`` (``minions.ops.metrics``).
+metrics port is configured, serves Prometheus metrics on ``127.0.0.1`` (``minions.ops.metrics``);
+when a dashboard port is configured, it serves its dashboard there too
+(``minions.ops.dashboard``).
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from ..core.logs import configure_logging
 from ..core.runtime import Extension, OptionsMapping, Runtime, default_project_dir
 from ..isolated.code import reexecuting
 from .control import ControlServer
+from .dashboard.extension import Dashboard
 from .exits import (
     EXIT_DEFINITION,
     EXIT_GIVEN_UP,
@@ -66,13 +69,15 @@ def run(
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
     ray_address: str | None = None,
+    dashboard_port: int | None = None,
 ) -> None:
     """Run ``components`` (and their dependencies) until they finish or a signal stops them.
 
     ``options`` sets per-component options (restart policy, timeouts, ``isolated``), keyed by
     class or component name, e.g. ``options={ThirdPartyStrategy: {"isolated": True}}``.
     ``stop_after`` stops gracefully after that many seconds. ``metrics_port`` serves Prometheus
-    metrics on ``127.0.0.1:<port>``. ``log_level`` defaults to ``"info"``; the log file rotates
+    metrics on ``127.0.0.1:<port>``; ``dashboard_port`` serves the dashboard there (its address
+    with its access token: ``minions dashboard --url``). ``log_level`` defaults to ``"info"``; the log file rotates
     past ``log_max_bytes`` (10 MiB; 0 never) keeping ``log_backups`` files (10).
     ``ray_address`` is the Ray cluster that components with ``Isolation(backend="ray")`` join
     (without one, a local Ray is started for them and stopped at the end). Each setting may be
@@ -100,6 +105,7 @@ def run(
             log_max_bytes=log_max_bytes,
             log_backups=log_backups,
             ray_address=ray_address,
+            dashboard_port=dashboard_port,
         )
     except DefinitionError as exc:
         raise _exit_with(EXIT_DEFINITION, exc) from None
@@ -183,7 +189,7 @@ async def _main(
         config=settings.config,
         options=options,
         project_dir=project_dir,
-        extensions=_extensions(settings.metrics_port, on_stop_request, lock),
+        extensions=_extensions(settings, on_stop_request, lock),
         isolation_settings={"ray_address": settings.ray_address} if settings.ray_address else {},
     )
     try:
@@ -233,14 +239,19 @@ def _warn_unmatched_config(components: tuple[type[Component], ...], settings: Ru
 
 
 def _extensions(
-    metrics_port: int | None, on_stop: Callable[[], None], lock: ProjectLock | None
+    settings: RunSettings, on_stop: Callable[[], None], lock: ProjectLock | None
 ) -> list[Extension]:
     extensions: list[Extension] = []
     metrics = None
-    if metrics_port is not None:
-        metrics = MetricsEndpoint(metrics_port)
+    if settings.metrics_port is not None or settings.dashboard_port is not None:
+        # The dashboard charts proxied calls: they are measured when it is on, served over
+        # HTTP only when a metrics port is set.
+        metrics = MetricsEndpoint(settings.metrics_port)
         extensions.append(metrics)  # attached first: it measures the first components too
-    extensions.append(ControlServer(on_stop=on_stop, metrics=metrics, lock=lock))
+    control = ControlServer(on_stop=on_stop, metrics=metrics, lock=lock)
+    extensions.append(control)
+    if settings.dashboard_port is not None:
+        extensions.append(Dashboard(control, settings.dashboard_port))  # fed by the control
     return extensions
 
 

@@ -2,23 +2,25 @@
 
 Every setting of ``run(...)`` can be given four ways; the first one present wins:
 
-1. an environment variable — what ``minions run --seconds/--log-level/--config/--metrics-port``
-   sets, so the command's options reach a program file that calls ``run(...)`` itself;
+1. an environment variable — what ``minions run``'s options (``--seconds``, ``--log-level``,
+   ``--config``, ``--metrics-port``, ``--dashboard-port``) set, so they reach a program file
+   that calls ``run(...)`` itself;
 2. the argument of ``run(...)``;
 3. the ``[minions]`` table of the config file (not for ``config`` itself);
 4. the default.
 
-==================  ======================  ================  ============================
-``run()`` argument  environment variable    ``[minions]`` key default
-==================  ======================  ================  ============================
-``config``          ``MINIONS_CONFIG``      —                 ``<project>/minions.toml``
-``log_level``       ``MINIONS_LOG_LEVEL``   ``log_level``     ``"info"``
-``stop_after``      ``MINIONS_STOP_AFTER``  —                 none: run until stopped
-``metrics_port``    ``MINIONS_METRICS_PORT`` ``metrics_port`` none: metrics off
-``log_max_bytes``   ``MINIONS_LOG_MAX_BYTES`` ``log_max_bytes`` 10 MiB (0: never rotate)
-``log_backups``     ``MINIONS_LOG_BACKUPS`` ``log_backups``   10 rotated files kept
-``ray_address``     ``MINIONS_RAY_ADDRESS`` ``ray_address``   none: a local Ray if needed
-==================  ======================  ================  ============================
+==================  ===========================  ==================  ==========================
+``run()`` argument  environment variable         ``[minions]`` key   default
+==================  ===========================  ==================  ==========================
+``config``          ``MINIONS_CONFIG``           —                   ``<project>/minions.toml``
+``log_level``       ``MINIONS_LOG_LEVEL``        ``log_level``       ``"info"``
+``stop_after``      ``MINIONS_STOP_AFTER``       —                   none: run until stopped
+``metrics_port``    ``MINIONS_METRICS_PORT``     ``metrics_port``    none: metrics off
+``dashboard_port``  ``MINIONS_DASHBOARD_PORT``   ``dashboard_port``  none: no dashboard
+``log_max_bytes``   ``MINIONS_LOG_MAX_BYTES``    ``log_max_bytes``   10 MiB (0: never rotate)
+``log_backups``     ``MINIONS_LOG_BACKUPS``      ``log_backups``     10 rotated files kept
+``ray_address``     ``MINIONS_RAY_ADDRESS``      ``ray_address``     none: a local Ray if needed
+==================  ===========================  ==================  ==========================
 
 The ``[minions]`` table may also hold a ``[minions.replicas]`` table of replica counts by
 component name (read by the runtime, see docs/scale-out.md).
@@ -42,6 +44,7 @@ from ..core.logs import DEFAULT_LOG_BACKUPS, DEFAULT_LOG_MAX_BYTES, LOG_LEVELS
 __all__ = [
     "CONFIG_ENV",
     "CONFIG_TABLE",
+    "DASHBOARD_PORT_ENV",
     "LOG_BACKUPS_ENV",
     "LOG_LEVEL_ENV",
     "LOG_MAX_BYTES_ENV",
@@ -56,12 +59,20 @@ CONFIG_ENV = "MINIONS_CONFIG"
 LOG_LEVEL_ENV = "MINIONS_LOG_LEVEL"
 STOP_AFTER_ENV = "MINIONS_STOP_AFTER"
 METRICS_PORT_ENV = "MINIONS_METRICS_PORT"
+DASHBOARD_PORT_ENV = "MINIONS_DASHBOARD_PORT"
 LOG_MAX_BYTES_ENV = "MINIONS_LOG_MAX_BYTES"
 LOG_BACKUPS_ENV = "MINIONS_LOG_BACKUPS"
 RAY_ADDRESS_ENV = "MINIONS_RAY_ADDRESS"
 #: The table of the config file that holds the system's own settings.
 CONFIG_TABLE = "minions"
-_TABLE_KEYS = ("log_level", "metrics_port", "log_max_bytes", "log_backups", "ray_address")
+_TABLE_KEYS = (
+    "log_level",
+    "metrics_port",
+    "dashboard_port",
+    "log_max_bytes",
+    "log_backups",
+    "ray_address",
+)
 #: Tables inside [minions] that others read: replica counts, read by the runtime.
 _SUBTABLES = ("replicas",)
 
@@ -81,6 +92,7 @@ class RunSettings:
     log_max_bytes: int
     log_backups: int
     ray_address: str | None = None
+    dashboard_port: int | None = None
 
 
 def resolve_settings(
@@ -94,6 +106,7 @@ def resolve_settings(
     log_max_bytes: int | None = None,
     log_backups: int | None = None,
     ray_address: str | None = None,
+    dashboard_port: int | None = None,
 ) -> RunSettings:
     """Resolve the settings of a ``run(...)`` called with these arguments."""
     if environ.get(CONFIG_ENV):
@@ -131,6 +144,7 @@ def resolve_settings(
         ),
         log_backups=pick("log_backups", LOG_BACKUPS_ENV, log_backups, _count, DEFAULT_LOG_BACKUPS),
         ray_address=pick("ray_address", RAY_ADDRESS_ENV, ray_address, _address, None),
+        dashboard_port=pick("dashboard_port", DASHBOARD_PORT_ENV, dashboard_port, _port, None),
     )
 
 

@@ -49,6 +49,8 @@ def telemetry(runtime: Runtime, metrics: RuntimeMetrics | None) -> dict[str, Any
         "workflows": [
             {
                 "orchestration": orchestration,
+                "minion": workflows.names.get(orchestration, (None, None))[0],
+                "pipeline": workflows.names.get(orchestration, (None, None))[1],
                 **asdict(counters),
                 "steps": [
                     {"step": step, "counts": list(durations.counts), "sum": durations.sum}

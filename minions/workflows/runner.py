@@ -254,6 +254,8 @@ class WorkflowRunner:
         #: What is left of the stop timeout for saving an event in hand as deferred.
         self._save_limit = stop_timeout / 2
         self._counters: WorkflowCounters = store.counters(orchestration.id)
+        self._counters.minion = self._name
+        self._counters.pipeline = component_name(type(pipeline))
         self._labels = {"orchestration": orchestration.id}
         self._tasks: set[asyncio.Task[None]] = set()
         #: Workflows whose steps are running or due; a finished one deleting its checkpoint

@@ -242,9 +242,12 @@ _FIELDS = tuple(f.name for f in fields(WorkflowStatistics))
 class WorkflowCounters:
     """The live counters behind :class:`WorkflowStatistics`, with a way to await a condition."""
 
-    __slots__ = ("_steps", "_values", "_waiters")
+    __slots__ = ("_steps", "_values", "_waiters", "minion", "pipeline")
 
     def __init__(self) -> None:
+        #: The names of the workflow minion and pipeline counted here, once a runner said so.
+        self.minion: str | None = None
+        self.pipeline: str | None = None
         self._values = dict.fromkeys(_FIELDS, 0)
         self._steps: dict[str, Histogram] = {}
         self._waiters: list[
