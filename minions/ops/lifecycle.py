@@ -79,7 +79,10 @@ class LifecycleHistory:
                 self._arrived = asyncio.Event()
             arrived = self._arrived
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(arrived.wait(), min(wait, MAX_WAIT))
+                # Not wait_for: on Python 3.11 it may swallow a cancellation that arrives as the
+                # event is set (the runtime announces its stop while its readers are cancelled).
+                async with asyncio.timeout(min(wait, MAX_WAIT)):
+                    await arrived.wait()
         oldest = self._events[0]["seq"] if self._events else self._last + 1
         missed = max(0, oldest - since - 1)
         events = [e for e in self._events if e["seq"] > since]

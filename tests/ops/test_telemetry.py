@@ -20,13 +20,14 @@ from minions.ops.control import ControlServer
 from .conftest import LIMIT, System, cli, write_project
 from .test_metrics import METRICS_APP
 
-fail_now = asyncio.Event()
+#: The test's own event (an asyncio.Event belongs to the loop of the test that made it).
+switch: dict[str, asyncio.Event] = {}
 
 
 class Feed(Resource):
     async def run(self) -> None:
-        await fail_now.wait()
-        fail_now.clear()
+        await switch["fail"].wait()
+        switch["fail"].clear()
         raise ConnectionError("feed closed")
 
 
@@ -93,7 +94,7 @@ async def test_a_waiting_events_request_is_answered_by_the_next_crash(
 ) -> None:
     """``events`` with ``wait`` holds the request until something happens: the crash answers
     it (no polling), while other requests are served meanwhile."""
-    fail_now.clear()
+    switch["fail"] = asyncio.Event()
     control = ControlServer()
     client = AsyncControlClient(tmp_path)
     try:
@@ -113,7 +114,7 @@ async def test_a_waiting_events_request_is_answered_by_the_next_crash(
                 status = await client.request("status")  # served while the other one waits
                 assert [c["state"] for c in status["components"]] == ["running", "running"]
                 assert not waiting.done()
-                fail_now.set()
+                switch["fail"].set()
                 page = await waiting
                 assert page["events"][0]["component"] == "Feed"
                 assert page["events"][0]["kind"] == "crashed"

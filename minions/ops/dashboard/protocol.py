@@ -1,9 +1,9 @@
 """Just enough HTTP/1.1 for the dashboard: read one request under bounds, write one response.
 
-What a client sends is bounded before it is looked at: the request line and headers together
-(:data:`MAX_HEAD_BYTES`, :data:`MAX_HEADERS`), the time to send them (:data:`HEAD_TIMEOUT`,
-which also ends idle keep-alive connections), and a body (:data:`MAX_BODY_BYTES`, sent within
-:data:`BODY_TIMEOUT`, with a ``Content-Length``: chunked bodies are refused). Anything outside
+What a client sends is bounded before it is looked at (:class:`Limits`): the request line and
+headers together (16 KiB, 48 headers), the time to send them (10 s, which also ends idle
+keep-alive connections), and a body (16 KiB, sent within 10 s, with a ``Content-Length``:
+chunked bodies are refused). Anything outside
 the grammar is a :class:`HttpError` carrying the status to answer; the connection is then
 closed. A header that decides a check (``Host``, ``Authorization``, ``Origin``,
 ``Content-Length``...) may appear once.
@@ -18,24 +18,8 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import parse_qsl, urlsplit
 
-__all__ = [
-    "BODY_TIMEOUT",
-    "HEAD_TIMEOUT",
-    "MAX_BODY_BYTES",
-    "MAX_HEADERS",
-    "MAX_HEAD_BYTES",
-    "HttpError",
-    "Request",
-    "read_request",
-    "response_head",
-]
+__all__ = ["HttpError", "Limits", "Request", "read_request", "response_head"]
 
-MAX_HEAD_BYTES = 16 * 1024
-MAX_HEADERS = 48
-MAX_BODY_BYTES = 16 * 1024
-#: Seconds a client has to send a whole request head, from the moment the server waits for it.
-HEAD_TIMEOUT = 10.0
-BODY_TIMEOUT = 10.0
 _MAX_QUERY_FIELDS = 4
 _SINGLE = frozenset(
     {
@@ -50,6 +34,18 @@ _SINGLE = frozenset(
 )
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _METHOD = re.compile(r"^[A-Z]{1,16}$")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What a client may send: see the module docstring."""
+
+    head_bytes: int = 16 * 1024
+    headers: int = 48
+    body_bytes: int = 16 * 1024
+    #: Seconds to send a whole request head, from the moment the server waits for it.
+    head_timeout: float = 10.0
+    body_timeout: float = 10.0
 
 
 class HttpError(Exception):
@@ -75,11 +71,11 @@ class Request:
         return self.headers.get(name)
 
 
-async def read_request(reader: asyncio.StreamReader) -> Request | None:
+async def read_request(reader: asyncio.StreamReader, limits: Limits) -> Request | None:
     """The next request on the connection, or ``None`` when the client has closed it (or
-    stayed idle past :data:`HEAD_TIMEOUT`). The reader's limit must be :data:`MAX_HEAD_BYTES`."""
+    stayed idle past the head timeout). The reader's limit must be ``limits.head_bytes``."""
     try:
-        async with asyncio.timeout(HEAD_TIMEOUT):
+        async with asyncio.timeout(limits.head_timeout):
             head = await reader.readuntil(b"\r\n\r\n")
     except TimeoutError:
         return None
@@ -88,13 +84,13 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
             raise HttpError(400, "the request ended before its headers did") from None
         return None
     except asyncio.LimitOverrunError:
-        raise HttpError(431, f"request headers are limited to {MAX_HEAD_BYTES} bytes") from None
-    method, target, version, headers = _parse_head(head)
-    length = _content_length(headers)
+        raise HttpError(431, f"request headers are limited to {limits.head_bytes} bytes") from None
+    method, target, version, headers = _parse_head(head, limits)
+    length = _content_length(headers, limits)
     body = b""
     if length:
         try:
-            async with asyncio.timeout(BODY_TIMEOUT):
+            async with asyncio.timeout(limits.body_timeout):
                 body = await reader.readexactly(length)
         except (TimeoutError, asyncio.IncompleteReadError):
             raise HttpError(408, "the request body did not arrive in time") from None
@@ -115,7 +111,7 @@ async def read_request(reader: asyncio.StreamReader) -> Request | None:
     return Request(method, url.path, query, headers, body, keep_alive)
 
 
-def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
+def _parse_head(head: bytes, limits: Limits) -> tuple[str, str, str, dict[str, str]]:
     lines = head[:-4].decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3 or not _METHOD.match(parts[0]) or not parts[1].startswith("/"):
@@ -123,8 +119,8 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     method, target, version = parts
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise HttpError(505, "only HTTP/1.1 and HTTP/1.0 are served")
-    if len(lines) - 1 > MAX_HEADERS:
-        raise HttpError(431, f"at most {MAX_HEADERS} request headers are accepted")
+    if len(lines) - 1 > limits.headers:
+        raise HttpError(431, f"at most {limits.headers} request headers are accepted")
     headers: dict[str, str] = {}
     for line in lines[1:]:
         name, colon, value = line.partition(":")
@@ -138,15 +134,15 @@ def _parse_head(head: bytes) -> tuple[str, str, str, dict[str, str]]:
     return method, target, version, headers
 
 
-def _content_length(headers: Mapping[str, str]) -> int:
+def _content_length(headers: Mapping[str, str], limits: Limits) -> int:
     if "transfer-encoding" in headers:
         raise HttpError(501, "chunked request bodies are not accepted; send a Content-Length")
     text = headers.get("content-length", "0")
     if not text.isdigit() or len(text) > 9:
         raise HttpError(400, "malformed Content-Length")
     length = int(text)
-    if length > MAX_BODY_BYTES:
-        raise HttpError(413, f"request bodies are limited to {MAX_BODY_BYTES} bytes")
+    if length > limits.body_bytes:
+        raise HttpError(413, f"request bodies are limited to {limits.body_bytes} bytes")
     return length
 
 

@@ -31,8 +31,8 @@ from typing import Any
 from ..client import ControlError, RequestFailed
 from .access import SECURITY_HEADERS, Access
 from .assets import load_assets
-from .monitor import ACTIONS, Monitor, frame
-from .protocol import MAX_HEAD_BYTES, HttpError, Request, read_request, response_head
+from .monitor import ACTIONS, Monitor, Subscription, frame
+from .protocol import HttpError, Limits, Request, read_request, response_head
 
 __all__ = ["MAX_CONNECTIONS", "MAX_STREAMS", "PING_INTERVAL", "WRITE_TIMEOUT", "DashboardServer"]
 
@@ -56,16 +56,20 @@ class DashboardServer:
     """Serves one :class:`~.monitor.Monitor`'s dashboard; see the module docstring.
 
     ``port`` 0 picks a free port; :attr:`port` is the real one once :meth:`start` returned.
+    ``limits`` bound what a client may send (:class:`~.protocol.Limits`).
     """
 
-    def __init__(self, monitor: Monitor, access: Access, port: int = 0) -> None:
+    def __init__(
+        self, monitor: Monitor, access: Access, port: int = 0, *, limits: Limits | None = None
+    ) -> None:
         self.access = access
+        self.limits = limits or Limits()
         self._monitor = monitor
         self._requested_port = port
         self._assets = load_assets()
         self._server: asyncio.Server | None = None
-        self._connections: set[asyncio.Task[Any]] = set()
-        self._streams = 0
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._subscriptions: set[Subscription] = set()
 
     def __repr__(self) -> str:
         where = self.access.url if self._server is not None else "not serving"
@@ -78,7 +82,7 @@ class DashboardServer:
     async def start(self) -> None:
         """Listen on ``127.0.0.1``; an :class:`OSError` if the port cannot be had."""
         self._server = await asyncio.start_server(
-            self._connection, "127.0.0.1", self._requested_port, limit=MAX_HEAD_BYTES
+            self._connection, "127.0.0.1", self._requested_port, limit=self.limits.head_bytes
         )
         self.access.port = int(self._server.sockets[0].getsockname()[1])
 
@@ -88,23 +92,31 @@ class DashboardServer:
         if server is None:
             return
         server.close()
-        for task in list(self._connections):
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
+        # Ended from the outside rather than cancelled: a cancelled connection task is logged
+        # as an error by asyncio's stream server (Python 3.11).
+        for subscription in list(self._subscriptions):
+            subscription.put(None)
+        for writer in self._connections.values():
+            writer.transport.abort()
+        if self._connections:
+            _, pending = await asyncio.wait(list(self._connections), timeout=_CLOSE_TIMEOUT)
+            for task in pending:
+                task.cancel()  # only a connection stuck beyond reason
+            await asyncio.gather(*pending, return_exceptions=True)
         await server.wait_closed()
 
     # -- connections ----------------------------------------------------------------------------
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
-        if task is None or len(self._connections) >= MAX_CONNECTIONS:
+        if task is None or self._server is None or len(self._connections) >= MAX_CONNECTIONS:
             writer.transport.abort()
             return
-        self._connections.add(task)
+        self._connections[task] = writer
         try:
             while True:
                 try:
-                    request = await read_request(reader)
+                    request = await read_request(reader, self.limits)
                 except HttpError as exc:
                     await self._error(writer, exc.status, str(exc), keep_alive=False)
                     return
@@ -113,7 +125,7 @@ class DashboardServer:
         except (_Gone, ConnectionError):
             writer.transport.abort()
         finally:
-            self._connections.discard(task)
+            self._connections.pop(task, None)
             writer.close()
             try:
                 async with asyncio.timeout(_CLOSE_TIMEOUT):
@@ -276,7 +288,7 @@ class DashboardServer:
         return await self._json(writer, 200, {"ok": True, "result": row}, keep_alive=keep)
 
     async def _stream(self, writer: asyncio.StreamWriter) -> None:
-        if self._streams >= MAX_STREAMS:
+        if len(self._subscriptions) >= MAX_STREAMS:
             await self._error(
                 writer,
                 503,
@@ -284,8 +296,8 @@ class DashboardServer:
                 keep_alive=False,
             )
             return
-        self._streams += 1
         subscription = self._monitor.subscribe()
+        self._subscriptions.add(subscription)
         try:
             head = response_head(
                 200,
@@ -310,5 +322,5 @@ class DashboardServer:
                     return
                 await self._write(writer, data)
         finally:
-            self._streams -= 1
+            self._subscriptions.discard(subscription)
             self._monitor.unsubscribe(subscription)
