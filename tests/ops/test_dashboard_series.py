@@ -105,9 +105,8 @@ def test_a_tick_gives_rates_and_percentiles_over_the_window() -> None:
     assert call["p99"] == pytest.approx(0.05 + 0.05 * (39.6 - 10) / 30)
     assert tick["series"]["calls"]["Feed/Feed.price"] == [call["rate"], call["p50"], call["p99"]]
 
-    (flows,) = tracker.tick(reading(1004.0, calls=140, succeeded=8, step_runs=8, step_seconds=0.04))[
-        "workflows"
-    ]
+    later = reading(1004.0, calls=140, succeeded=8, step_runs=8, step_seconds=0.04)
+    (flows,) = tracker.tick(later)["workflows"]
     assert flows["minion"] == "Executor" and flows["pipeline"] == "Trades"
     assert flows["rate"] == pytest.approx(2.0)  # 8 succeeded over the 4 s since the first
     (step,) = flows["steps"]

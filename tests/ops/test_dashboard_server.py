@@ -252,7 +252,9 @@ async def test_a_stalling_client_is_cut_off_and_connections_are_capped(tmp_path:
             await writer.drain()
             assert await closed_unanswered(reader)
 
-            streams = [await EventStream.open(server.port, access.token) for _ in range(MAX_STREAMS)]
+            streams = [
+                await EventStream.open(server.port, access.token) for _ in range(MAX_STREAMS)
+            ]
             opened.extend(s.writer for s in streams)
             refused = await request(server.port, "GET", f"/api/events?token={access.token}")
             assert refused.status == 503
