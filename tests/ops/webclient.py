@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -148,5 +149,55 @@ def get(port: int, path: str, token: str | None = None) -> tuple[int, Any]:
         response = connection.getresponse()
         body = response.read()
         return response.status, json.loads(body) if body.startswith(b"{") else body
+    finally:
+        connection.close()
+
+
+class BlockingEventStream:
+    """The page's event stream, read event by event without an event loop (for tests that
+    drive subprocesses)."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self._connection = http.client.HTTPConnection("127.0.0.1", port, timeout=LIMIT)
+        self._connection.request("GET", f"/api/events?token={token}")
+        self._response = self._connection.getresponse()
+        assert self._response.status == 200, self._response.status
+        assert self._response.getheader("Content-Type", "").startswith("text/event-stream")
+
+    def next(self) -> tuple[str, Any]:
+        name, data = "message", None
+        while True:
+            line = self._response.fp.readline().decode()
+            if not line:
+                raise EOFError("the stream ended")
+            line = line.rstrip("\n")
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif line == "" and data is not None:
+                return name, data
+
+    def until(self, name: str, predicate: Any = None) -> Any:
+        """Read events until one called ``name`` whose data passes ``predicate``, for at most
+        ``LIMIT`` seconds."""
+        deadline = time.monotonic() + LIMIT
+        while True:
+            assert time.monotonic() < deadline, f"no {name} event as expected within {LIMIT} s"
+            event, data = self.next()
+            if event == name and (predicate is None or predicate(data)):
+                return data
+
+    def close(self) -> None:
+        self._connection.close()
+
+
+def post_action(port: int, token: str, op: str, component: str) -> Any:
+    """What the page's buttons send, blocking; the decoded answer."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=LIMIT)
+    try:
+        body = json.dumps({"op": op, "component": component})
+        connection.request("POST", "/api/actions", body=body, headers=action_headers(port, token))
+        return json.loads(connection.getresponse().read())
     finally:
         connection.close()
