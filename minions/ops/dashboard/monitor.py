@@ -11,7 +11,9 @@ A :class:`Monitor` runs two loops over its :class:`~.channel.Channel`:
 * **following**: an ``events`` request that the system holds until something happens (up to
   :data:`FOLLOW_WAIT` seconds), so a crash reaches the timeline as the runtime handles it. The
   last :data:`TIMELINE_SIZE` events are kept; a system seen for the first time hands over the
-  events it remembers (its last thousand), so the timeline starts with the past.
+  events it remembers (its last thousand), so the timeline starts with the past. When the
+  sampler sees the system go away or another one answer, the waiting request is dropped and
+  the new system asked at once.
 
 One sample serves every page, however many are open: each page has a :class:`Subscription`,
 a bounded queue of ready-to-send frames (``tick``, ``lifecycle``, ``reachability``). A page
@@ -104,6 +106,8 @@ class Monitor:
         self._problem: str | None = None
         self._subscribers: set[Subscription] = set()
         self._wake = asyncio.Event()
+        self._pid: int | None = None
+        self._changed_system = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
     def __repr__(self) -> str:
@@ -187,7 +191,13 @@ class Monitor:
                 reading = await self._channel.request("telemetry")
         except (ControlError, TimeoutError) as exc:
             self._set_reachable(False, str(exc) or "the system did not answer in time")
+            self._pid = None
+            self._changed_system.set()
             return
+        pid = reading["status"]["system"]["pid"]
+        if pid != self._pid:
+            self._pid = pid
+            self._changed_system.set()
         tick = self._tracker.tick(reading)
         self._latest = tick
         self._history.append({"t": tick["t"], "series": tick["series"]})
@@ -200,19 +210,38 @@ class Monitor:
         since, pid = 0, None
         while True:
             try:
-                async with asyncio.timeout(FOLLOW_WAIT + ANSWER_TIMEOUT):
-                    page = await self._channel.request(
-                        "events", fields={"since": since, "wait": FOLLOW_WAIT}
-                    )
+                page = await self._next_events(since)
             except (ControlError, TimeoutError):
                 # The sampler tells the pages; ask again at its pace.
                 await asyncio.sleep(self._interval)
                 continue
+            if page is None:
+                continue  # the system changed under the request: ask the one there now
             try:
                 since, pid = self._take(page, since, pid)
             except Exception as exc:
                 log.error("dashboard.events_failed", exc_info=exc)
                 await asyncio.sleep(self._interval)
+
+    async def _next_events(self, since: int) -> dict[str, Any] | None:
+        """The next ``events`` answer, or ``None`` when the sampler saw the system go or another
+        one come meanwhile (a request to a system that is gone would never be answered)."""
+        self._changed_system.clear()
+        request = asyncio.ensure_future(
+            self._channel.request("events", fields={"since": since, "wait": FOLLOW_WAIT})
+        )
+        changed = asyncio.ensure_future(self._changed_system.wait())
+        try:
+            async with asyncio.timeout(FOLLOW_WAIT + ANSWER_TIMEOUT):
+                await asyncio.wait((request, changed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (request, changed):
+                task.cancel()
+            await asyncio.gather(request, changed, return_exceptions=True)
+        if not request.done() or request.cancelled():
+            return None
+        page: dict[str, Any] = request.result()
+        return page
 
     def _take(self, page: dict[str, Any], since: int, pid: int | None) -> tuple[int, int | None]:
         """Record the events of one answer; the ``since`` and ``pid`` to ask with next."""
