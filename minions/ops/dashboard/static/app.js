@@ -385,7 +385,7 @@
     container.replaceChildren(tableNode, charts);
     const busiest = [...tick.calls].sort((a, b) => (b.calls || 0) - (a.calls || 0)).slice(0, PALETTE.length);
     const labels = busiest.map(label);
-    const width = Math.max(200, Math.floor((container.clientWidth || 460) / 2) - 8);
+    const width = Math.max(200, Math.floor(((container.clientWidth || 460) - 12) / 2));
     const xs = times();
     chart(charts.children[0], "calls:rate", "calls per second", labels, width, 120)
       .setData([xs, ...busiest.map((c) => column((s) => s.calls[c.key] && s.calls[c.key][0]))]);
