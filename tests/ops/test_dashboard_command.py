@@ -158,7 +158,7 @@ def test_a_system_serves_its_own_dashboard_when_given_a_port(
     assert found, result.out
     port, token = int(found.group(1)), found.group(2)
     status, state = get(port, "/api/state", token)
-    assert status == 200
+    assert status == 200 and state["reachable"] is True
     stream = BlockingEventStream(port, token)
     try:
         tick = stream.until("tick", lambda t: bool(t["calls"]))
