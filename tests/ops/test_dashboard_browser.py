@@ -222,15 +222,16 @@ def test_the_dashboard_in_a_browser(
     os.kill(vendor["pid"], signal.SIGKILL)
     seconds = wait_until(
         page,
-        "document.querySelector('#events li[data-kind=\"crashed\"][data-component=\"Vendor\"]')"
+        'document.querySelector(\'#events li[data-kind="crashed"][data-component="Vendor"]\')'
         " !== null",
     )
     print(f"\nthe crash was in the page's timeline {seconds * 1000:.0f} ms after the kill")
     assert seconds < 1.0
     cause = page.locator('#events li[data-kind="crashed"][data-component="Vendor"] .why')
     expect(cause).to_contain_text("SIGKILL")
-    wait_until(page, "document.querySelector('.card[data-name=\"Vendor\"]')"
-               ".dataset.state === 'running'")  # fmt: skip  (restarted by its policy)
+    wait_until(
+        page, "document.querySelector('.card[data-name=\"Vendor\"]').dataset.state === 'running'"
+    )  # fmt: skip  (restarted by its policy)
     restarted = wait_all_running(project)["Vendor"]
     assert restarted["restarts"] == 1
 
