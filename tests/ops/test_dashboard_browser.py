@@ -131,6 +131,15 @@ document.addEventListener('securitypolicyviolation',
 """
 
 
+ALL_RUNNING = (
+    "[...document.querySelectorAll('#graph g.node')].every(n => n.dataset.state === 'running')"
+)
+VENDOR_CRASHED = (
+    "document.querySelector('#events li[data-kind=crashed][data-component=Vendor]') !== null"
+)
+VENDOR_RUNNING = "document.querySelector('.card[data-name=Vendor]').dataset.state === 'running'"
+
+
 def chromium() -> str:
     for path in (os.environ.get("MINIONS_CHROMIUM", ""), *CHROMIUM_PATHS):
         if path and os.access(path, os.X_OK):
@@ -211,8 +220,7 @@ def test_the_dashboard_in_a_browser(
     expect(page.locator("#graph g.node")).to_have_count(len(names), timeout=LIMIT * 1000)
     drawn = page.eval_on_selector_all("#graph g.node", "nodes => nodes.map(n => n.dataset.name)")
     assert set(drawn) == names
-    wait_until(page, "[...document.querySelectorAll('#graph g.node')].every("
-               "n => n.dataset.state === 'running')")  # fmt: skip
+    wait_until(page, ALL_RUNNING)
     arrows = sum(len(c["dependencies"]) for c in status_components(project).values())
     assert page.locator("#graph path.edge").count() == arrows == 6  # one per dependency
 
@@ -220,18 +228,12 @@ def test_the_dashboard_in_a_browser(
     vendor = status_components(project)["Vendor"]
     assert isinstance(vendor["pid"], int)
     os.kill(vendor["pid"], signal.SIGKILL)
-    seconds = wait_until(
-        page,
-        'document.querySelector(\'#events li[data-kind="crashed"][data-component="Vendor"]\')'
-        " !== null",
-    )
+    seconds = wait_until(page, VENDOR_CRASHED)
     print(f"\nthe crash was in the page's timeline {seconds * 1000:.0f} ms after the kill")
     assert seconds < 1.0
     cause = page.locator('#events li[data-kind="crashed"][data-component="Vendor"] .why')
     expect(cause).to_contain_text("SIGKILL")
-    wait_until(
-        page, "document.querySelector('.card[data-name=\"Vendor\"]').dataset.state === 'running'"
-    )  # fmt: skip  (restarted by its policy)
+    wait_until(page, VENDOR_RUNNING)  # restarted by its policy
     restarted = wait_all_running(project)["Vendor"]
     assert restarted["restarts"] == 1
 

@@ -383,7 +383,10 @@
       charts.append(make("div"), make("div"));
     }
     container.replaceChildren(tableNode, charts);
-    const busiest = [...tick.calls].sort((a, b) => (b.calls || 0) - (a.calls || 0)).slice(0, PALETTE.length);
+    const busiest = [...tick.calls]
+      .sort((a, b) => b.calls - a.calls)
+      .slice(0, PALETTE.length)
+      .sort((a, b) => (a.key < b.key ? -1 : 1)); // a stable order: the charts keep their colours
     const labels = busiest.map(label);
     const width = Math.max(200, Math.floor(((container.clientWidth || 460) - 12) / 2));
     const xs = times();
