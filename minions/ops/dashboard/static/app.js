@@ -131,6 +131,7 @@
         series: [{}, ...labels.map((label, i) => ({ label, stroke: PALETTE[i % PALETTE.length], width: 1.5, points: { show: false } }))],
       };
       target.replaceChildren();
+      target.style.width = `${width}px`; // a long legend wraps instead of widening the chart
       held = { plot: new uPlot(options, [[], ...labels.map(() => [])], target), signature, target };
       if (labels.length > 1) {
         const legend = make("div", "chart-legend");
