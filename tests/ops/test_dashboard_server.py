@@ -11,13 +11,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from structlog.testing import capture_logs
 
-from minions import ControlServer, Dashboard, Minion, Resource, Runtime
+from minions import ControlServer, Dashboard, Minion, Resource, Runtime, RuntimeStateError
 from minions.ops.dashboard.access import Access
 from minions.ops.dashboard.channel import LocalChannel
 from minions.ops.dashboard.monitor import Monitor
@@ -325,3 +327,32 @@ async def test_the_address_is_left_for_its_owner_only(served: Served) -> None:
     result = await asyncio.to_thread(cli, "dashboard", "--url", "--project", str(project))
     assert result.code == 1
     assert result.err.startswith(f"minions: no system in {project} serves a dashboard")
+
+
+async def test_a_busy_port_leaves_the_system_running_and_a_misplaced_dashboard_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A port that cannot be had is logged (``dashboard.unavailable``) and the system runs on
+    without a dashboard; a Dashboard attached without its ControlServer is a programming error,
+    said before anything starts."""
+    switch["fail"] = asyncio.Event()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        control = ControlServer()
+        dashboard = Dashboard(control, port=port)
+        with capture_logs() as logs:
+            async with asyncio.timeout(LIMIT):
+                async with Runtime(project_dir=tmp_path, extensions=[control, dashboard]) as rt:
+                    await rt.start(Worker)
+                    assert dashboard.url is None
+                    assert rt.status()["Worker"].state.value == "running"
+        unavailable = [e for e in logs if e["event"] == "dashboard.unavailable"]
+        assert len(unavailable) == 1 and f"127.0.0.1:{port}" in unavailable[0]["reason"]
+    assert not (tmp_path / ".minions" / "run" / "dashboard.json").exists()
+
+    alone = Runtime(project_dir=tmp_path, extensions=[Dashboard(ControlServer())])
+    with pytest.raises(RuntimeStateError, match="attach that first"):
+        await alone.start(Worker)
+    await alone.stop()

@@ -28,6 +28,8 @@ import asyncio
 import json
 from typing import Any
 
+import structlog
+
 from ..client import ControlError, RequestFailed
 from .access import SECURITY_HEADERS, Access
 from .assets import load_assets
@@ -35,6 +37,8 @@ from .monitor import ACTIONS, Monitor, Subscription, frame
 from .protocol import HttpError, Limits, Request, read_request, response_head
 
 __all__ = ["MAX_CONNECTIONS", "MAX_STREAMS", "PING_INTERVAL", "WRITE_TIMEOUT", "DashboardServer"]
+
+log = structlog.get_logger("minions")
 
 MAX_CONNECTIONS = 32
 MAX_STREAMS = 8
@@ -123,6 +127,11 @@ class DashboardServer:
                 if request is None or not await self._serve(request, writer):
                     return
         except (_Gone, ConnectionError):
+            writer.transport.abort()
+        except Exception as exc:  # a bug: say so in the log, drop this client, serve the others
+            log.error(
+                "dashboard.request_failed", reason=f"{type(exc).__name__}: {exc}", exc_info=exc
+            )
             writer.transport.abort()
         finally:
             self._connections.pop(task, None)
