@@ -114,11 +114,6 @@ class Monitor:
         state = {None: "starting", True: "following", False: "unreachable"}[self._reachable]
         return f"<Monitor {state}, {len(self._subscribers)} pages>"
 
-    @property
-    def pages(self) -> int:
-        """How many pages are subscribed."""
-        return len(self._subscribers)
-
     def start(self) -> None:
         loop = asyncio.get_running_loop()
         self._tasks = [
