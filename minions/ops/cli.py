@@ -9,10 +9,10 @@ The other commands operate the system running in a project folder — the curren
 (``minions.ops.control``): ``status`` (``--json``, ``--metrics``), ``top``, ``restart NAME``,
 ``stop [NAME]``, ``redeploy NAME``, ``scale NAME N``, ``dashboard [--port N]`` (a live web page
 of the system, :mod:`.dashboard`; ``--url`` prints the address of the one the system serves
-itself); ``logs [NAME] [-f]`` reads the structured log file (across its rotated files). A problem (no system, a stale socket, an
-unknown component, a refused or failed operation) is one line on stderr and exit status 1; a
-usage error is exit status 2; ``status`` exits with 3 when a component has failed. Every
-status is in :mod:`.exits`.
+itself); ``logs [NAME] [-f]`` reads the structured log file (across its rotated files). A
+problem (no system, a stale socket, an unknown component, a refused or failed operation) is one
+line on stderr and exit status 1; a usage error is exit status 2; ``status`` exits with 3 when a
+component has failed. Every status is in :mod:`.exits`.
 
 ``minions run``'s options reach the program through the environment variables that
 :mod:`.settings` reads, so they apply the same whether the target is a program file that calls

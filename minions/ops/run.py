@@ -77,11 +77,11 @@ def run(
     class or component name, e.g. ``options={ThirdPartyStrategy: {"isolated": True}}``.
     ``stop_after`` stops gracefully after that many seconds. ``metrics_port`` serves Prometheus
     metrics on ``127.0.0.1:<port>``; ``dashboard_port`` serves the dashboard there (its address
-    with its access token: ``minions dashboard --url``). ``log_level`` defaults to ``"info"``; the log file rotates
-    past ``log_max_bytes`` (10 MiB; 0 never) keeping ``log_backups`` files (10).
-    ``ray_address`` is the Ray cluster that components with ``Isolation(backend="ray")`` join
-    (without one, a local Ray is started for them and stopped at the end). Each setting may be
-    overridden by the environment (see :mod:`minions.ops.settings`).
+    with its access token: ``minions dashboard --url``). ``log_level`` defaults to ``"info"``;
+    the log file rotates past ``log_max_bytes`` (10 MiB; 0 never) keeping ``log_backups`` files
+    (10). ``ray_address`` is the Ray cluster that components with ``Isolation(backend="ray")``
+    join (without one, a local Ray is started for them and stopped at the end). Each setting may
+    be overridden by the environment (see :mod:`minions.ops.settings`).
 
     It blocks until the system stops, so it cannot be called from a running event loop: async
     programs use :class:`~minions.Runtime`.
