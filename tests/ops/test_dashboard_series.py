@@ -126,3 +126,25 @@ def test_the_window_slides_and_another_system_starts_over() -> None:
     assert tick["calls"][0]["rate"] is None
     tick = tracker.tick(reading(22.0, pid=200, calls=5))
     assert tick["calls"][0]["rate"] == pytest.approx(2.0)
+
+
+def test_a_replicated_components_usage_is_the_sum_of_its_replicas() -> None:
+    """A replicated component has no pid of its own: its CPU and memory chart the sum over its
+    replicas that run here (a replica on a Ray node has no local figures)."""
+    raw = reading(0.0)
+    raw["status"]["components"].append(
+        {
+            "name": "Pricer",
+            "isolated": True,
+            "cpu_percent": None,
+            "rss_bytes": None,
+            "replicas": [
+                {"index": 0, "cpu_percent": 10.0, "rss_bytes": 300},
+                {"index": 1, "cpu_percent": 2.5, "rss_bytes": 200},
+                {"index": 2, "cpu_percent": None, "rss_bytes": None},
+            ],
+        }
+    )
+    series = Tracker().tick(raw)["series"]["components"]
+    assert series["Pricer"] == [12.5, 500]
+    assert series["Feed"] == [1.5, 500]

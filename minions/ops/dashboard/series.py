@@ -247,15 +247,13 @@ def _series(
     status: Mapping[str, Any], calls: list[dict[str, Any]], workflows: list[dict[str, Any]]
 ) -> dict[str, Any]:
     """This moment's point of every chart: CPU % and resident bytes of the main process and of
-    each isolated component's child; calls per second and p50/p99 latency per method; mean
-    duration per workflow step."""
+    each isolated component's child (the sum over its replicas, for a replicated one); calls per
+    second and p50/p99 latency per method; mean duration per workflow step."""
     system = status["system"]
     return {
         "system": [system.get("cpu_percent"), system.get("rss_bytes")],
         "components": {
-            row["name"]: [row.get("cpu_percent"), row.get("rss_bytes")]
-            for row in status["components"]
-            if row.get("isolated")
+            row["name"]: _usage(row) for row in status["components"] if row.get("isolated")
         },
         "calls": {row["key"]: [row["rate"], row["p50"], row["p99"]] for row in calls},
         "steps": {
@@ -263,3 +261,14 @@ def _series(
             for flows in workflows
         },
     }
+
+
+def _usage(row: Mapping[str, Any]) -> list[float | None]:
+    replicas = row.get("replicas") or []
+    if not replicas:
+        return [row.get("cpu_percent"), row.get("rss_bytes")]
+    usage: list[float | None] = []
+    for key in ("cpu_percent", "rss_bytes"):
+        known = [r[key] for r in replicas if r.get(key) is not None]
+        usage.append(sum(known) if known else None)
+    return usage

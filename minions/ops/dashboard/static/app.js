@@ -238,6 +238,7 @@
     const status = make("span", "state");
     head.append(name, kind, isolated, status);
     const facts = make("div", "facts");
+    const replicas = make("div", "replicas");
     const error = make("div", "error");
     const charts = make("div", "charts");
     const cpu = make("div");
@@ -253,8 +254,8 @@
       buttons[op] = button;
       actions.appendChild(button);
     }
-    root.append(head, facts, error, charts, actions);
-    return { root, kind, isolated, status, facts, error, charts, cpu, rss, note, buttons, busy: false };
+    root.append(head, facts, replicas, error, charts, actions);
+    return { root, kind, isolated, status, facts, replicas, error, charts, cpu, rss, note, buttons, busy: false };
   }
 
   function updateCard(card, row, chartWidth) {
@@ -268,10 +269,21 @@
       `${row.restarts} restart${row.restarts === 1 ? "" : "s"}`,
       `${row.crashes} crash${row.crashes === 1 ? "" : "es"}${causes ? ` (${causes})` : ""}`,
     ];
+    const replicas = row.replicas || [];
+    if (replicas.length) {
+      const running = replicas.filter((r) => r.state === "running").length;
+      parts.push(`${running}/${replicas.length} replicas running`);
+    }
     if (row.pid != null) parts.push(`pid ${row.pid}`);
     if (row.uptime_seconds != null) parts.push(`up ${uptime(row.uptime_seconds)}`);
     card.facts.textContent = parts.join(" · ");
     card.facts.dataset.restarts = String(row.restarts);
+    card.replicas.textContent = replicas
+      .map((r) => `#${r.index} ${r.state}${r.pid != null ? ` pid ${r.pid}` : ""}${r.node ? ` on ${r.node}` : ""}` +
+        `${r.restarts ? `, ${r.restarts} restart${r.restarts === 1 ? "" : "s"}` : ""}` +
+        `${r.cpu_percent != null ? `, ${percent(r.cpu_percent)}` : ""}`)
+      .join(" · ");
+    card.replicas.hidden = !replicas.length;
     card.error.textContent = row.last_error ? `last error: ${row.last_error}` : "";
     card.error.title = row.last_error || "";
     if (row.isolated) {
