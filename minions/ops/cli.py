@@ -165,7 +165,10 @@ def _parser() -> argparse.ArgumentParser:
         "dashboard", parents=[project], help="serve a live web page of the running system"
     )
     dashboard.add_argument(
-        "--port", type=int, default=0, help="serve it on 127.0.0.1:PORT (default: a free port)"
+        "--port",
+        type=_port_number,
+        default=0,
+        help="serve it on 127.0.0.1:PORT (default: a free port)",
     )
     dashboard.add_argument(
         "--url",
@@ -186,6 +189,18 @@ def _seconds(text: str) -> float:
     if not 0 <= value < float("inf"):
         raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more; got {text!r}")
     return value
+
+
+def _port_number(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(
+            f"expected a port number from 0 to 65535 (0 picks a free port); got {text!r}"
+        )
+    return port
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -389,8 +404,6 @@ def _width() -> int | None:
 def _dashboard(args: argparse.Namespace) -> int:
     if args.url:
         dashboard_command.print_url(_project(args), sys.stdout)
-    elif not 0 <= args.port <= 65535:
-        raise ControlError(f"--port must be from 0 to 65535 (0 picks a free port), got {args.port}")
     else:
         dashboard_command.serve(_project(args), args.port, sys.stdout)
     return EXIT_OK

@@ -140,6 +140,8 @@ def test_the_command_says_when_there_is_no_system(tmp_path: Path) -> None:
     result = cli("dashboard", "--url", "--project", str(tmp_path))
     assert result.code == 1
     assert "serves a dashboard" in result.err and "minions dashboard" in result.err
+    bad = cli("dashboard", "--port", "70000", "--project", str(tmp_path))
+    assert bad.code == 2 and "expected a port number from 0 to 65535" in bad.err
 
 
 def test_a_system_serves_its_own_dashboard_when_given_a_port(
