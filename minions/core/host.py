@@ -31,7 +31,7 @@ from .graph import Dependency, Node, declared_dependencies
 from .observer import CallObserver
 from .policy import Policy
 from .replica import SINGLE, ReplicaInfo, declared_replica_info
-from .status import ReplicaStatus
+from .status import LifecycleListener, ReplicaStatus
 from .tasks import CANCEL_GRACE, run_supervised, shutdown_supervised
 
 log = structlog.get_logger("minions")
@@ -127,9 +127,11 @@ class IsolatedHosts(Protocol):
         fresh_code: bool,
         observer: CallObserver | None,
         replicas: object = None,
+        announce: LifecycleListener | None = None,
     ) -> Host:
         """The host of one isolated incarnation; ``fresh_code`` loads its module anew;
-        ``replicas`` overrides the replica count ``isolated`` sets."""
+        ``replicas`` overrides the replica count ``isolated`` sets; ``announce`` receives the
+        steps of each replica's life (the runtime's lifecycle listeners)."""
         ...
 
     async def aclose(self) -> None:

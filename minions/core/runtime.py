@@ -497,5 +497,6 @@ class Runtime:
                 fresh_code=node.cls in self._redeployed,
                 observer=self.call_observer,
                 replicas=options.replicas,
+                announce=self._announce,
             )
         return LocalHost(node, policy, on_abandon=self._abandoned.add)

@@ -100,6 +100,9 @@ class LifecycleEvent:
     backoff before the next start, when there is one), ``redeploying``, ``stopping``,
     ``stopped``, ``completed`` (a minion's ``run()`` returned for good) or ``given_up`` (too many
     restarts). ``reason`` says why, in words, where there is a why. ``at`` is when (UTC).
+    ``replica`` is set when the step is one replica's of a replicated component (its index):
+    the replica started, crashed, is restarting, was given up, completed or stopped, while the
+    component itself runs on.
 
     These are the same steps as the ``component.*`` log events; a
     :meth:`~minions.Runtime.add_lifecycle_listener` receives them as data.
@@ -112,6 +115,7 @@ class LifecycleEvent:
     cause: str | None = None
     pid: int | None = None
     delay: float | None = None
+    replica: int | None = None
 
 
 #: Called with every :class:`LifecycleEvent`, on the event loop, as it happens.

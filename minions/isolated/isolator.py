@@ -29,6 +29,7 @@ from ..core.graph import Node
 from ..core.host import Host
 from ..core.observer import CallObserver
 from ..core.policy import Policy
+from ..core.status import LifecycleListener
 from ..workflows.steps import step_names
 from .children import Zygotes, check_isolatable, check_new_code, isolation_of
 from .component import IsolatedHost
@@ -140,6 +141,7 @@ class Isolator:
         fresh_code: bool,
         observer: CallObserver | None,
         replicas: object = None,
+        announce: LifecycleListener | None = None,
     ) -> Host:
         isolation = isolation_of(node, isolated, replicas)
         if step_names(node.cls):
@@ -151,6 +153,7 @@ class Isolator:
                     self._zygotes,
                     self._launcher(isolation),
                     fresh_code=fresh_code,
+                    announce=announce,
                 )
             return IsolatedWorkflowHost(
                 node, policy, isolation, self._zygotes, fresh_code=fresh_code
@@ -163,6 +166,7 @@ class Isolator:
                 self._launcher(isolation),
                 fresh_code=fresh_code,
                 observer=observer,
+                announce=announce,
             )
         return IsolatedHost(
             node, policy, isolation, self._zygotes, fresh_code=fresh_code, observer=observer

@@ -44,7 +44,7 @@ from ..core.component import ComponentState
 from ..core.errors import StartupError
 from ..core.host import Outcome
 from ..core.policy import Policy, RestartHistory
-from ..core.status import ReplicaStatus
+from ..core.status import LifecycleEvent, LifecycleKind, LifecycleListener, ReplicaStatus
 
 __all__ = ["Launcher", "Replica", "ReplicaLauncher", "ReplicaSet", "Routing"]
 
@@ -154,7 +154,8 @@ class ReplicaSet:
     """The replicas of one incarnation of ``name`` (see the module docstring).
 
     ``kind`` is the component's ("resource": a ``run()`` that ends is a crash); ``routing``
-    keeps what routes work to the replicas informed.
+    keeps what routes work to the replicas informed; ``announce`` receives each step of each
+    replica's life as a :class:`~minions.core.status.LifecycleEvent` (with its ``replica``).
     """
 
     def __init__(
@@ -167,8 +168,10 @@ class ReplicaSet:
         *,
         stop_timeout: float,
         clock: Clock | None = None,
+        announce: LifecycleListener | None = None,
     ) -> None:
         self._name = name
+        self._announce = announce
         self._kind = kind
         self._policy = policy
         self._launch = launch
@@ -284,9 +287,26 @@ class ReplicaSet:
                     slot.task.cancel()  # no replacement for a replica being removed
                 slot.state = _S.STOPPING
                 log.info("replica.draining", component=self._name, replica=slot.index)
+                self._tell(slot, "stopping", reason=f"scaled down to {count} replicas")
             await asyncio.gather(*(self._drain(slot) for slot in leaving))
 
     # -- one replica -----------------------------------------------------------------------------
+
+    def _tell(
+        self,
+        slot: _Slot,
+        kind: LifecycleKind,
+        *,
+        reason: str | None = None,
+        cause: str | None = None,
+        pid: int | None = None,
+        delay: float | None = None,
+    ) -> None:
+        if self._announce is not None:
+            at = datetime.now(UTC)
+            self._announce(
+                LifecycleEvent(self._name, kind, at, reason, cause, pid, delay, replica=slot.index)
+            )
 
     def _in_task(self, slot: _Slot, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``coro`` as the slot's current activity (``stop()`` cancels it)."""
@@ -323,6 +343,7 @@ class ReplicaSet:
         if restart:
             slot.restarts += 1
         log.info("replica.started", component=self._name, replica=slot.index, pid=replica.pid)
+        self._tell(slot, "started", pid=replica.pid)
         slot.task = asyncio.get_running_loop().create_task(
             self._watch(slot, replica), name=f"minions:replica:{self._name}:{slot.index}"
         )
@@ -348,6 +369,7 @@ class ReplicaSet:
             cause = f"child {end.cause}" if end.reason != "raised" else end.cause
         if not crashed:
             log.info("replica.completed", component=self._name, replica=slot.index)
+            self._tell(slot, "completed", reason=cause)
             if self._policy.restarts_after(crashed=False):
                 self._schedule_restart(slot, cause)
             else:
@@ -362,6 +384,7 @@ class ReplicaSet:
             "replica.crashed", component=self._name, replica=slot.index, reason=cause,
             exc_info=error,
         )  # fmt: skip
+        self._tell(slot, "crashed", reason=cause, cause=reason)
         if not self._policy.restarts_after(crashed=True):
             self._come_to_rest(slot, _S.STOPPED, "crashed", cause, error)
             return
@@ -375,6 +398,7 @@ class ReplicaSet:
             log.error(
                 "replica.given_up", component=self._name, replica=slot.index, reason=reason_text
             )
+            self._tell(slot, "given_up", reason=reason_text)
             self._come_to_rest(slot, _S.FAILED, "given_up", reason_text, error)
             return
         self._schedule_restart(slot, cause)
@@ -389,6 +413,7 @@ class ReplicaSet:
             "replica.restarting", component=self._name, replica=slot.index, reason=cause,
             delay=round(delay, 3), attempt=attempt + 1,
         )  # fmt: skip
+        self._tell(slot, "restarting", reason=cause, delay=delay)
         slot.task = asyncio.get_running_loop().create_task(
             self._restart_after(slot, delay), name=f"minions:replica-backoff:{self._name}"
         )
@@ -447,6 +472,7 @@ class ReplicaSet:
             self._draining.pop(slot.index, None)
             self._hooks.on_gone(slot.index)
             log.info("replica.stopped", component=self._name, replica=slot.index)
+            self._tell(slot, "stopped", reason="scaled down")
 
     async def _stop_slot(self, slot: _Slot) -> None:
         replica, slot.replica = slot.replica, None

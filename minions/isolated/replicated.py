@@ -35,7 +35,7 @@ from ..core.host import ReplicatedHost as ReplicatedHostBase
 from ..core.idempotent import is_idempotent
 from ..core.observer import CallObserver
 from ..core.policy import Policy
-from ..core.status import ReplicaStatus
+from ..core.status import LifecycleListener, ReplicaStatus
 from .children import Zygotes, spawn_child
 from .component import child_spec
 from .measured import LIFECYCLE, measured_proxy
@@ -135,8 +135,10 @@ class ReplicatedHost(ReplicatedHostBase):
         *,
         fresh_code: bool = False,
         observer: CallObserver | None = None,
+        announce: LifecycleListener | None = None,
     ) -> None:
         self._node = node
+        self._announce = announce
         self._policy = policy
         self._isolation = isolation
         self._launcher = launcher
@@ -193,6 +195,7 @@ class ReplicatedHost(ReplicatedHostBase):
             self._launch,
             router_routing(router),
             stop_timeout=isolation.stop_timeout,
+            announce=self._announce,
         )
         await self._set.start(isolation.replica_count())
 

@@ -30,7 +30,7 @@ from ..core.graph import Node
 from ..core.host import Outcome
 from ..core.host import ReplicatedHost as ReplicatedHostBase
 from ..core.policy import Policy
-from ..core.status import ReplicaStatus
+from ..core.status import LifecycleListener, ReplicaStatus
 from .children import Zygotes
 from .replicas import Replica, ReplicaLauncher, ReplicaSet, Routing
 from .workflow import IsolatedWorkflowHost, StepOutcome, StepServer
@@ -213,9 +213,11 @@ class ReplicatedWorkflowHost(IsolatedWorkflowHost, ReplicatedHostBase):
         launcher: ReplicaLauncher,
         *,
         fresh_code: bool = False,
+        announce: LifecycleListener | None = None,
     ) -> None:
         super().__init__(node, policy, isolation, zygotes, fresh_code=fresh_code)
         self._launcher = launcher
+        self._announce = announce
         self._pool = StepPool(node.name, isolation.workflows_per_replica)
         self._set: ReplicaSet | None = None
         self._spec: Any = None
@@ -245,6 +247,7 @@ class ReplicatedWorkflowHost(IsolatedWorkflowHost, ReplicatedHostBase):
             self._launch,
             self._pool.routing(),
             stop_timeout=self._isolation.stop_timeout,
+            announce=self._announce,
         )
         await self._set.start(self._isolation.replica_count())
         self._start_runner(provided, config, parent_side)

@@ -103,4 +103,5 @@ def event_data(seq: int, event: LifecycleEvent) -> dict[str, Any]:
         "cause": event.cause,
         "pid": event.pid,
         "delay": event.delay,
+        "replica": event.replica,
     }

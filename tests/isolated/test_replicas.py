@@ -25,6 +25,7 @@ from minions import (
     ComponentOptionsError,
     ComponentState,
     ConfigError,
+    LifecycleEvent,
     Minion,
     ReplicaInfo,
     Resource,
@@ -389,11 +390,14 @@ async def test_a_killed_replica_is_replaced_while_the_others_serve(tmp_path: Pat
 async def test_each_replica_has_its_own_restart_intensity(tmp_path: Path) -> None:
     """A replica that keeps crashing is restarted, then given up after its own intensity,
     while the other keeps running untouched; once every replica is given up, so is the
-    component."""
+    component. Each step of each replica is announced to the lifecycle listeners, with its
+    index."""
     _reset_board(wanted=3)
     doomed = Board.released
+    journal: list[LifecycleEvent] = []
     with anyio.fail_after(LIMIT):
         async with Runtime(project_dir=tmp_path) as rt:
+            rt.add_lifecycle_listener(journal.append)
             await rt.start(Crashy)
             while True:  # each check-in is an event: until replica 1 started three times
                 await Board.enough.wait()
@@ -416,6 +420,16 @@ async def test_each_replica_has_its_own_restart_intensity(tmp_path: Path) -> Non
         (ComponentState.FAILED, 3, 2),
         (ComponentState.FAILED, 3, 2),
     ]
+    ones = [e for e in journal if e.replica == 1]
+    assert [e.kind for e in ones] == [
+        *("started", "crashed", "restarting") * 2,
+        *("started", "crashed", "given_up"),
+    ]
+    assert all(e.component == "Crashy" for e in ones)
+    crash = ones[1]
+    assert crash.cause == "died" and crash.reason is not None and "exit" in crash.reason
+    assert ones[0].pid is not None and ones[2].delay is not None
+    assert "given_up" in [e.kind for e in journal if e.replica == 0]
 
 
 async def test_each_copy_of_a_replicated_minion_knows_which_it_is(tmp_path: Path) -> None:

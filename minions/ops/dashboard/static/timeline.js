@@ -15,6 +15,10 @@ const MinionsTimeline = (() => {
   const SHOWN = new Set(["crashed", "restarting", "started", "stopped", "completed", "given_up", "redeploying"]);
   const WORDS = { given_up: "given up" };
 
+  function who(event) {
+    return event.replica != null ? `${event.component} #${event.replica}` : event.component;
+  }
+
   function clock(seconds) {
     return new Date(seconds * 1000).toLocaleTimeString([], { hour12: false });
   }
@@ -71,7 +75,7 @@ const MinionsTimeline = (() => {
         svg,
       );
       element("title", {}, mark).textContent =
-        `${clock(event.at)} ${event.component} ${WORDS[event.kind] || event.kind}: ${describe(event)}`;
+        `${clock(event.at)} ${who(event)} ${WORDS[event.kind] || event.kind}: ${describe(event)}`;
     }
   }
 
@@ -88,7 +92,7 @@ const MinionsTimeline = (() => {
       li.dataset.seq = String(event.seq);
       const cells = [
         ["when", clock(event.at)],
-        ["who", event.component],
+        ["who", who(event)],
         ["what", WORDS[event.kind] || event.kind],
         ["why", describe(event)],
       ];
