@@ -1,13 +1,16 @@
 """What the dashboard charts, computed from raw counters: rates over the window, percentiles of
-the observations made in it, and a fresh start when the system is another one."""
+the observations made in it, and a fresh start when the system is another one; and how a page
+too slow to take its frames is let go."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
 from minions.core.histogram import SECONDS_BUCKETS
+from minions.ops.dashboard.monitor import Subscription, frame
 from minions.ops.dashboard.series import Tracker, quantile
 
 BOUNDS = (0.001, 0.01, 0.1, 1.0)
@@ -148,3 +151,24 @@ def test_a_replicated_components_usage_is_the_sum_of_its_replicas() -> None:
     series = Tracker().tick(raw)["series"]["components"]
     assert series["Pricer"] == [12.5, 500]
     assert series["Feed"] == [1.5, 500]
+
+
+def test_a_page_that_falls_behind_loses_its_stream_rather_than_frames() -> None:
+    """A page whose frames pile up past its queue is not sent a stream with holes: the queue
+    ends (the browser reconnects and starts again from a fresh snapshot)."""
+    subscription = Subscription(size=3)
+    for n in range(3):
+        subscription.put(frame("tick", {"n": n}))
+    assert not subscription.overflowed
+    subscription.put(frame("tick", {"n": 3}))
+    assert subscription.overflowed
+    subscription.put(frame("tick", {"n": 4}))  # ignored: the stream is over
+
+    async def drain() -> list[bytes | None]:
+        return [await subscription.next() for _ in range(3)]
+
+    assert asyncio.run(drain()) == [
+        frame("tick", {"n": 1}),
+        frame("tick", {"n": 2}),
+        None,
+    ]
