@@ -27,6 +27,7 @@ from typing import Any
 
 import pydantic
 
+from .config_identity import CONFIG_ID_KEY
 from .errors import ConfigError
 from .values import InvalidValue, field_names, plain_codec, uses_msgspec
 
@@ -157,6 +158,8 @@ def _did_you_mean(word: str, candidates: list[str]) -> str:
 def _tables(data: Mapping[str, Any], origin: str) -> dict[str, Mapping[str, Any]]:
     tables: dict[str, Mapping[str, Any]] = {}
     for name, table in data.items():
+        if name == CONFIG_ID_KEY:
+            continue  # the file's own identity (``minions stamp config-ids``), not a table
         if not isinstance(table, Mapping):
             raise ConfigError(
                 f"{origin}: top-level key {name!r} must be a table named after a component, "

@@ -4,10 +4,17 @@ A component's identity names it across processes and runs: it keys the one share
 resource, and (for workflows) the orchestration ids under which checkpoints are saved. Without a
 decorator the identity is the class's module path and qualified name; ``@resource_id``,
 ``@minion_id`` and ``@pipeline_id`` pin it, so that renaming or moving a class keeps its identity.
+
+Any non-empty string is accepted as a pinned identity (programs may have used names like
+``"price-feed"`` for years); a canonical lowercase UUID is what ``minions stamp`` writes and what
+``minions doctor ids`` expects (:func:`uuid_problem`), so two hand-written names cannot collide.
+
+A config file may carry an identity of its own too (``minions.core.config_identity``).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -55,3 +62,22 @@ def identity_of(cls: type[Any]) -> str:
     if isinstance(pinned, str):
         return pinned
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def uuid_problem(value: object) -> str | None:
+    """Why ``value`` is not a canonical identity (a lowercase UUID string), or ``None`` if it is.
+
+    Canonical means ``str(uuid.UUID(value)) == value``: hyphenated, lowercase, no braces or
+    ``urn:`` prefix, so the same id is always spelled the same way.
+    """
+    if not isinstance(value, str):
+        return f"it must be a string, not {type(value).__name__}"
+    if not value.strip():
+        return "it must not be empty"
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError:
+        return f"{value!r} is not a UUID"
+    if str(parsed) != value:
+        return f"{value!r} is not in canonical form; write it as {str(parsed)!r}"
+    return None

@@ -251,11 +251,12 @@ class IsolatedWorkflowHost:
                     workflow.handle.orchestration_id,
                     workflow.handle.workflow_id,
                 )
-            except ComponentCrashed:
+            except ComponentCrashed as exc:
                 # The child died in this step (or, replicated, the minion is stopping). Neither
                 # done nor failed: wait for the supervisor (which saw the death too) to stop this
                 # incarnation; the checkpoint stays and the next child resumes the workflow at
                 # this step.
+                workflow.error = f"{type(exc).__name__}: {exc}"  # its history, on the board
                 await asyncio.Event().wait()
                 raise AssertionError("unreachable") from None
             if outcome.aborted is not None:

@@ -40,11 +40,16 @@ from ..core.component import Component
 from ..core.errors import DefinitionError
 from ..core.logs import LOG_FILE_NAME, LOG_LEVELS, log_dir
 from ..core.runtime import default_project_dir
+from ..workflows.state_store import StateStoreError
+from . import doctor, stamp, tune, workflow_command
 from .client import ControlClient, ControlError, NoSystemError
 from .dashboard import command as dashboard_command
 from .exits import EXIT_COMPONENT_FAILED, EXIT_DEFINITION, EXIT_ERROR, EXIT_OK, EXIT_USAGE
+from .identity_source import IdentityToolError
+from .lock import ProjectBusyError
 from .log_reader import LogReader
 from .run import run
+from .saved_workflows import StoreReadError
 from .settings import (
     CONFIG_ENV,
     DASHBOARD_PORT_ENV,
@@ -56,10 +61,22 @@ from .top import render_status, run_top
 
 STATUS_TIMEOUT = 5.0
 OPERATION_TIMEOUT = 120.0
+#: What a command reports as one line on stderr, with exit status 1.
+_PROBLEMS = (
+    ControlError,
+    IdentityToolError,
+    StoreReadError,
+    ProjectBusyError,
+    StateStoreError,
+)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = _parser()
+def main(argv: Sequence[str] | None = None, *, prog: str = "minions") -> int:
+    """Run the command line ``argv`` (default: ``sys.argv[1:]``); return the exit status.
+
+    ``prog`` is how usage and help name the command (``python -m minions`` passes its own).
+    """
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -68,9 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     try:
         code: int = COMMANDS[args.command](args)
-    except ControlError as exc:
+    except _PROBLEMS as exc:
         print(f"minions: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except workflow_command.UsageProblem as exc:
+        print(f"minions: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     except KeyboardInterrupt:
         return 0
     except BrokenPipeError:
@@ -82,8 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     return code
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="minions", description="Run and operate Minions systems.")
+def _parser(prog: str = "minions") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Run and operate Minions systems.")
     version = importlib.metadata.version("minions")
     parser.add_argument("--version", action="version", version=f"minions {version}")
     project = argparse.ArgumentParser(add_help=False)
@@ -174,6 +194,38 @@ def _parser() -> argparse.ArgumentParser:
         "--url",
         action="store_true",
         help="print the address of the dashboard the system serves itself, and exit",
+    )
+
+    workflows = commands.add_parser(
+        "workflows",
+        parents=[project, timed],
+        help="durable workflows: list them, or show, retry or cancel one",
+        description="The workflows in flight and saved (the running system's, else the "
+        "store's), or one workflow: 'show ID', 'retry ID', 'cancel ID'.",
+    )
+    workflow_command.add_arguments(workflows)
+
+    stamp_cmd = commands.add_parser(
+        "stamp", help="write durable ids into sources and config files (see 'doctor ids')"
+    )
+    stamp_targets = stamp_cmd.add_subparsers(dest="target", metavar="TARGET", required=True)
+    for target, text in (
+        ("component-ids", "put @minion_id/@pipeline_id/@resource_id(UUID) on component classes"),
+        ("config-ids", "put a _minions_config_id UUID into TOML, JSON and YAML config files"),
+        ("all", "both: component ids in .py files, config ids in config files"),
+    ):
+        stamp.add_arguments(
+            stamp_targets.add_parser(target, parents=[project], help=text, description=text)
+        )
+    tune_cmd = commands.add_parser("tune", help="measure settings on this machine: 'tune sqlite'")
+    tune_targets = tune_cmd.add_subparsers(dest="target", metavar="TARGET", required=True)
+    text = "benchmark the SQLite state store's settings here and recommend some"
+    tune.add_arguments(tune_targets.add_parser("sqlite", help=text, description=text))
+    doctor_cmd = commands.add_parser("doctor", help="check a project: 'doctor ids'")
+    doctor_targets = doctor_cmd.add_subparsers(dest="target", metavar="TARGET", required=True)
+    text = "report missing, invalid and duplicate component and config ids (exit 1 if any)"
+    doctor.add_arguments(
+        doctor_targets.add_parser("ids", parents=[project], help=text, description=text)
     )
     return parser
 
@@ -409,6 +461,27 @@ def _dashboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _paths(args: argparse.Namespace) -> list[Path]:
+    return list(args.paths) or [_project(args)]
+
+
+def _workflows(args: argparse.Namespace) -> int:
+    timeout = args.timeout if args.timeout is not None else OPERATION_TIMEOUT
+    return workflow_command.main(args, _project(args), timeout)
+
+
+def _stamp(args: argparse.Namespace) -> int:
+    return stamp.main(args.target, _paths(args), dry_run=args.dry_run)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    return tune.main(args)
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    return doctor.main(_paths(args))
+
+
 COMMANDS = {
     "status": _status,
     "top": _top,
@@ -418,4 +491,8 @@ COMMANDS = {
     "stop": _stop,
     "logs": _logs,
     "dashboard": _dashboard,
+    "workflows": _workflows,
+    "stamp": _stamp,
+    "tune": _tune,
+    "doctor": _doctor,
 }

@@ -24,12 +24,15 @@ The protocol is one request, one answer, both msgpack maps::
 two. :meth:`ControlServer.answer` serves a request in the system's own process, with the same
 checks and answers as the socket.
 
+The workflow operations (``workflows``, ``workflow``, ``workflow_retry``, ``workflow_cancel``,
+whose ``name`` is a filter or a workflow id) are :mod:`.workflow_ops`'s.
+
 ``scale`` answers once the new replicas are READY, or the removed ones have drained and
-stopped. Error kinds: ``unknown_component``, ``refused`` (the operation does not apply:
-redeploying an in-process component, scaling one without replicas), ``failed`` (it was tried
-and failed: the restarted component crashed), ``metrics_off``, ``bad_request``, ``internal``.
-Requests are served concurrently (``status`` answers while a restart is under way); the
-runtime applies structural changes one at a time.
+stopped. Error kinds: ``unknown_component``, ``unknown_workflow``, ``refused`` (the operation
+does not apply: redeploying an in-process component, scaling one without replicas, retrying a
+running workflow), ``failed`` (it was tried and failed: the restarted component crashed),
+``metrics_off``, ``bad_request``, ``internal``. Requests are served concurrently (``status``
+answers while a restart is under way); the runtime applies structural changes one at a time.
 ``stop`` without a name asks the system to stop as the first SIGTERM would, and is answered
 once everything has stopped, just before the socket closes.
 
@@ -65,11 +68,13 @@ import zmq.asyncio
 from ..core.errors import MinionsError, RuntimeStateError, StartupError, UnknownComponentError
 from ..core.runtime import Runtime
 from ..core.status import ComponentStatus, ReplicaStatus
+from ..workflows.board import WorkflowActionError
 from .lifecycle import MAX_WAIT, LifecycleHistory
 from .lock import ProjectLock
 from .metrics import MetricsEndpoint
 from .telemetry import telemetry
 from .usage import Usage, UsageSampler, local_pids
+from .workflow_ops import WORKFLOW_OPS, answer_workflow_op
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -89,10 +94,15 @@ POINTER_NAME = "control.endpoint"
 _MAX_SOCKET_PATH = 100
 #: How long the last answers (to ``stop``) may take to leave when the socket closes.
 _CLOSE_LINGER_MS = 1000
-OPS = frozenset(
-    {"ping", "status", "restart", "stop", "redeploy", "scale", "metrics", "telemetry", "events"}
+OPS = (
+    frozenset(
+        {"ping", "status", "restart", "stop", "redeploy", "scale", "metrics", "telemetry", "events"}
+    )
+    | WORKFLOW_OPS
 )
-_NEEDS_NAME = frozenset({"restart", "redeploy", "scale"})
+_NEEDS_NAME = frozenset(
+    {"restart", "redeploy", "scale", "workflow", "workflow_retry", "workflow_cancel"}
+)
 
 
 def run_dir(project_dir: Path) -> Path:
@@ -321,7 +331,7 @@ class ControlServer:
             if op == "stop" and name is None:
                 raise _Refusal("refused", "stop the whole system with 'minions stop' or a signal")
             return _success(await self._dispatch(op, name, request))
-        except _Refusal as exc:
+        except (_Refusal, WorkflowActionError) as exc:
             return _failure(exc.kind, str(exc))
         except UnknownComponentError as exc:
             return _failure("unknown_component", str(exc))
@@ -358,6 +368,8 @@ class ControlServer:
                     "minions.toml",
                 )
             return await self._metrics.exposition()
+        if op in WORKFLOW_OPS:
+            return await answer_workflow_op(runtime, op, name)
         assert name is not None
         log.info("control.request", op=op, component=name)
         if op == "restart":

@@ -14,13 +14,20 @@ the data into the declared types, so a resumed step sees real ``datetime``/``Dec
 objects, never dicts. Nothing is pickled: a checkpoint cannot run code when it is read. The
 record is a msgpack array::
 
-    ["mnck", 2, orchestration_id, workflow_id, minion, next_step_index,
-     event_type, event_fingerprint, context_type, context_fingerprint, event, context, next_step]
+    ["mnck", 3, orchestration_id, workflow_id, minion, next_step_index,
+     event_type, event_fingerprint, context_type, context_fingerprint, event, context, next_step,
+     {"attempts": n, "error": "...", "failed": true}]
 
 ``next_step`` is the name of the step at ``next_step_index`` (``@minion_step(name=...)``, by
 default the method's name), checked when the workflow resumes: a checkpoint whose step is now
-another one (steps renamed or reordered) is not resumed at the wrong step. Format 1 records (12
-fields, without the name) are still read.
+another one (steps renamed or reordered) is not resumed at the wrong step.
+
+The last field is the workflow's history, for the people operating it (``minions workflows``):
+how many times its steps were started (1 for a new workflow, one more at each resume), the last
+error it met, and whether it failed (kept for a retry under ``keep_failed``, see
+``minions.workflows.store``). Each key is optional, and unknown keys are ignored, so a later
+version may add some. Formats 1 (12 fields, without the step name) and 2 (13 fields, without
+the history) are still read.
 
 Encoding once per workflow. Of a workflow's checkpoints only the step and the context change,
 so ``CheckpointCodec.for_workflow`` validates and packs the ids, the types and the event once,
@@ -83,6 +90,7 @@ __all__ = [
     "WorkflowEncoder",
     "checkpoint_codec",
     "read_header",
+    "read_plain",
     "type_fingerprint",
 ]
 
@@ -90,9 +98,11 @@ EventT = TypeVar("EventT")
 ContextT = TypeVar("ContextT")
 
 _MAGIC = "mnck"
-_FORMAT = 2
-#: Formats this version reads: 1 had no step name.
-_READABLE = {1: 12, 2: 13}
+_FORMAT = 3
+#: Formats this version reads, and their number of fields: 1 had no step name, 2 no history.
+_READABLE = {1: 12, 2: 13, 3: 14}
+#: The longest last error kept in a checkpoint, in characters.
+MAX_ERROR_CHARS = 500
 _FINGERPRINT_VERSION = "1"
 
 
@@ -125,6 +135,10 @@ class Checkpoint(Generic[EventT, ContextT]):
     next_step_index: int = 0
     #: The name of that step when it was saved (``None``: not recorded).
     next_step: str | None = None
+    #: The workflow's history (see the module docstring); ``None``: not recorded.
+    attempts: int | None = None
+    last_error: str | None = None
+    failed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +154,11 @@ class CheckpointHeader:
     context_type: str
     context_fingerprint: str
     next_step: str | None = None
+    attempts: int | None = None
+    last_error: str | None = None
+    failed: bool = False
+    #: The format the checkpoint was saved in.
+    format: int = _FORMAT
 
 
 def _adapter(tp: Any) -> pydantic.TypeAdapter[Any]:
@@ -235,6 +254,7 @@ class CheckpointCodec(Generic[EventT, ContextT]):
         encoder = self.for_workflow(
             checkpoint.orchestration_id, checkpoint.workflow_id, checkpoint.minion, checkpoint.event
         )
+        encoder.set_history(checkpoint.attempts, checkpoint.last_error, failed=checkpoint.failed)
         return encoder.encode(
             checkpoint.context, checkpoint.next_step_index, next_step=checkpoint.next_step
         )
@@ -325,6 +345,9 @@ class CheckpointCodec(Generic[EventT, ContextT]):
             context=context,
             next_step_index=header.next_step_index,
             next_step=header.next_step,
+            attempts=header.attempts,
+            last_error=header.last_error,
+            failed=header.failed,
         )
 
     def _validate(self, what: str, label: str, data: Any) -> Any:
@@ -347,7 +370,8 @@ class CheckpointCodec(Generic[EventT, ContextT]):
 class WorkflowEncoder(Generic[ContextT]):
     """Encodes the checkpoints of one workflow (``CheckpointCodec.for_workflow``)."""
 
-    __slots__ = ("_codec", "_head", "_names", "_tail", "_workflow_id")
+    __slots__ = ("_codec", "_head", "_history", "_last", "_last_history", "_names", "_tail",
+                 "_workflow_id")  # fmt: skip
 
     def __init__(
         self,
@@ -362,6 +386,10 @@ class WorkflowEncoder(Generic[ContextT]):
         self._head = head
         self._tail = tail
         self._names = names
+        self._history = _NO_HISTORY
+        #: The last checkpoint encoded, and the history bytes it ends with.
+        self._last: bytes | None = None
+        self._last_history = _NO_HISTORY
 
     def __repr__(self) -> str:
         return f"<WorkflowEncoder workflow={self._workflow_id}>"
@@ -391,20 +419,45 @@ class WorkflowEncoder(Generic[ContextT]):
         else:
             name = _NO_NAME
         context_data = self._codec._dump("context", workflow_id, context)
-        return (
+        blob = (
             self._head
             + (step or _pack(workflow_id, next_step_index))
             + self._tail
             + _pack(workflow_id, context_data)
             + name
+            + self._history
         )
+        self._last, self._last_history = blob, self._history
+        return blob
+
+    def set_history(
+        self, attempts: int | None, last_error: str | None = None, *, failed: bool = False
+    ) -> None:
+        """Record the workflow's history (module docstring) in the checkpoints encoded next."""
+        history: dict[str, Any] = {}
+        if attempts is not None:
+            history["attempts"] = attempts
+        if last_error is not None:
+            history["error"] = last_error[:MAX_ERROR_CHARS]
+        if failed:
+            history["failed"] = True
+        self._history = _pack(self._workflow_id, history) if history else _NO_HISTORY
+
+    def last_with_history(self) -> bytes | None:
+        """The last checkpoint encoded, with the history set since (``None``: none encoded)."""
+        last = self._last
+        if last is None:
+            return None
+        return last[: len(last) - len(self._last_history)] + self._history
 
 
-# A msgpack array of the record's 13 fields; an array's encoding is its header followed by its
+# A msgpack array of the record's 14 fields; an array's encoding is its header followed by its
 # elements' encodings, which is what lets an encoder pack the constant fields once.
-_ARRAY_HEADER = b"\x9d"
+_ARRAY_HEADER = b"\x9e"
 # The name of a step that was not given: msgpack's empty string.
 _NO_NAME = b"\xa0"
+# No history recorded: msgpack's empty map.
+_NO_HISTORY = b"\x80"
 # msgpack encodes 0..127 as that single byte.
 _SMALL_INTS = tuple(bytes((i,)) for i in range(128))
 
@@ -467,6 +520,13 @@ def read_header(blob: bytes, *, workflow_id: str | None = None) -> CheckpointHea
     return header
 
 
+def read_plain(blob: bytes, *, workflow_id: str | None = None) -> tuple[CheckpointHeader, Any, Any]:
+    """A checkpoint's header, event and context, the last two as the plain data they were saved
+    as (dicts, lists, strings, numbers...): readable without the program's types, and without
+    the checks that decoding into them makes (``CheckpointCodec.decode``)."""
+    return _unpack(blob, workflow_id)
+
+
 def _unpack(blob: bytes, workflow_id: str | None) -> tuple[CheckpointHeader, Any, Any]:
     label = f"the checkpoint of workflow {workflow_id}" if workflow_id else "a stored checkpoint"
     fix = "Skip it, and delete it from the state store if it keeps appearing"
@@ -498,6 +558,12 @@ def _unpack(blob: bytes, workflow_id: str | None) -> tuple[CheckpointHeader, Any
     next_step = record[12] if size > 12 else None
     if next_step is not None and not isinstance(next_step, str):
         raise CorruptCheckpoint(f"{label} has a damaged step name ({len(blob)} bytes). {fix}")
+    try:
+        attempts, error, failed = _history(record[13] if size > 13 else {})
+    except ValueError:
+        raise CorruptCheckpoint(
+            f"{label} has a damaged history ({len(blob)} bytes). {fix}"
+        ) from None
     header = CheckpointHeader(
         orchestration_id=record[2],
         workflow_id=record[3],
@@ -508,6 +574,10 @@ def _unpack(blob: bytes, workflow_id: str | None) -> tuple[CheckpointHeader, Any
         context_type=record[8],
         context_fingerprint=record[9],
         next_step=next_step or None,
+        attempts=attempts,
+        last_error=error,
+        failed=failed,
+        format=record[1],
     )
     if workflow_id is not None and header.workflow_id != workflow_id:
         raise CorruptCheckpoint(
@@ -515,6 +585,23 @@ def _unpack(blob: bytes, workflow_id: str | None) -> tuple[CheckpointHeader, Any
             f"under the wrong key. {fix}"
         )
     return header, record[10], record[11]
+
+
+def _history(history: object) -> tuple[int | None, str | None, bool]:
+    """The attempts, last error and failed flag of a history map (unknown keys ignored);
+    ``ValueError`` if it is not one."""
+    if not isinstance(history, dict):
+        raise ValueError("not a map")
+    attempts = history.get("attempts")
+    error = history.get("error")
+    failed = history.get("failed", False)
+    if (
+        (attempts is not None and (type(attempts) is not int or attempts < 0))
+        or (error is not None and not isinstance(error, str))
+        or not isinstance(failed, bool)
+    ):
+        raise ValueError("a field of the wrong type")
+    return attempts, error, failed
 
 
 def type_fingerprint(tp: Any) -> str:

@@ -48,6 +48,7 @@ from typing import Any, ClassVar, Final, Literal
 
 from ..core.clock import Clock, MonotonicClock
 from ..core.component import ComponentState, Minion, component_name
+from ..core.config_identity import CONFIG_ID_KEY, CONFIG_SUFFIXES, config_id_of
 from ..core.errors import ConfigError, DefinitionError, MinionsError, RuntimeStateError
 from ..core.graph import declared_config
 from ..core.identity import identity_of
@@ -560,6 +561,9 @@ class Gru:
             )
         if config_path is not None:
             full, identity = _config_location(self._runtime.project_dir, config_path)
+            own_id = _file_config_id(full)
+            if own_id is not None:
+                identity = "config:" + own_id  # the file's own id: it may move or be renamed
             loader = getattr(minion, "load_config", None)
             if loader is not None:
                 try:
@@ -568,6 +572,8 @@ class Gru:
                     raise ConfigError(f"{owner}.load_config({str(full)!r}) raised {exc!r}") from exc
             else:
                 loaded = _read_config_file(full)
+            if isinstance(loaded, dict) and CONFIG_ID_KEY in loaded:
+                loaded = {k: v for k, v in loaded.items() if k != CONFIG_ID_KEY}  # not a value
             value = _validate_config(owner, config_type, loaded, f"the config file {full}")
             return value, config_type, identity
         if config is not None:
@@ -784,6 +790,17 @@ def _import(ref: str, base: type[Any], kind: str) -> object:
         f"module {module_name!r} must define one {base.__name__} class or a module-level "
         f"'{kind}' variable naming it (found: {found}); or pass '{module_name}:ClassName'"
     )
+
+
+def _file_config_id(path: Path) -> str | None:
+    """The ``_minions_config_id`` a TOML, JSON or YAML config file carries, if any."""
+    if path.suffix.lower() not in CONFIG_SUFFIXES:
+        return None
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc}") from exc
+    return config_id_of(text, path.suffix, f"the config file {path}")
 
 
 def _read_config_file(path: Path) -> object:

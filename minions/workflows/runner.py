@@ -65,15 +65,18 @@ from ..core.errors import DefinitionError
 from ..core.graph import declared_dependencies
 from ..core.identity import identity_of
 from ..core.values import plain_codec
+from .board import WorkflowActionError, WorkflowEntry
 from .checkpoint import (
     Checkpoint,
     CheckpointCodec,
     CheckpointEncodeError,
+    CheckpointError,
     CorruptCheckpoint,
     IncompatibleCheckpoint,
     checkpoint_codec,
 )
 from .pipeline import Pipeline
+from .state_store import StoredContext
 from .steps import (
     AbortWorkflow,
     ActiveWorkflow,
@@ -86,6 +89,7 @@ from .steps import (
 )
 from .store import PersistenceError, WorkflowCounters, WorkflowStore
 from .stranded import report_stranded
+from .workflow_id import new_workflow_id
 
 __all__ = [
     "WorkflowRunner",
@@ -96,6 +100,8 @@ __all__ = [
 ]
 
 _ORCHESTRATION_ATTRIBUTE = "__minions_orchestration__"
+#: How long ``cancel`` waits for a running workflow's step to end.
+_CANCEL_WAIT = 10.0
 
 
 def orchestration_id(minion: str, pipeline: str, config: str = "") -> str:
@@ -268,6 +274,11 @@ class WorkflowRunner:
         self._closing = False
         self._context = contextvars.copy_context()
         self._sole = sole
+        self._board = store.services.board
+        self._keep_failed = store.services.keep_failed
+        #: The workflows whose tasks run, and those loaded at start that wait for room.
+        self._live: dict[str, tuple[ActiveWorkflow, asyncio.Task[None]]] = {}
+        self._waiting: dict[str, Checkpoint[Any, Any]] = {}
 
     @classmethod
     def for_minion(cls, minion: Minion[Any, Any]) -> WorkflowRunner:
@@ -296,27 +307,181 @@ class WorkflowRunner:
             f"{self._running} in flight>"
         )
 
+    # -- what the workflow board sees (WorkflowOwner) ----------------------------------------
+
+    @property
+    def minion(self) -> str:
+        return self._name
+
+    @property
+    def minion_identity(self) -> str:
+        return self._orchestration.minion_identity
+
+    @property
+    def orchestration_id(self) -> str:
+        return self._orchestration.id
+
     # -- the minion's life ---------------------------------------------------------------------
 
     async def run(self) -> None:
         self._context = contextvars.copy_context()
+        self._board.join(self)
+        try:
+            await self._run()
+        finally:
+            self._board.leave(self)
+            self._waiting.clear()
+
+    async def _run(self) -> None:
         checkpoints = await self._load()
         if self._sole:
             await report_stranded(
                 self._store, self._orchestration.id, self._orchestration.minion_identity, self._name
             )
+        for checkpoint in checkpoints:
+            failed = checkpoint.failed
+            if not failed:
+                self._waiting[checkpoint.workflow_id] = checkpoint
+            self._board.put(self._entry(checkpoint.workflow_id, checkpoint.next_step_index,
+                                        "failed" if failed else "waiting",
+                                        _attempts(checkpoint), checkpoint.last_error))  # fmt: skip
         try:
-            for checkpoint in checkpoints:
+            for workflow_id in list(self._waiting):
+                if workflow_id not in self._waiting:
+                    continue  # cancelled meanwhile
                 if not await self._admit():
                     return
-                self._spawn(checkpoint.workflow_id, checkpoint.event, checkpoint.context,
-                            checkpoint.next_step_index, resumed=True)  # fmt: skip
+                if workflow_id in self._waiting:  # not cancelled while it waited for room
+                    self._resume(self._waiting.pop(workflow_id))
             self._pipeline.subscribe(self)
             await asyncio.Event().wait()  # until the runtime cancels the minion
         finally:
             deadline = asyncio.get_running_loop().time() + self._grace
             await self._leave_pipeline()
             await self._wind_down(deadline)
+
+    def _resume(self, checkpoint: Checkpoint[Any, Any]) -> None:
+        """Run a saved workflow again from its step: one more attempt."""
+        self._spawn(
+            checkpoint.workflow_id,
+            checkpoint.event,
+            checkpoint.context,
+            checkpoint.next_step_index,
+            resumed=True,
+            attempts=_attempts(checkpoint) + 1,
+            error=self._board.recall(checkpoint.workflow_id) or checkpoint.last_error,
+        )
+
+    def _entry(
+        self, workflow_id: str, index: int, state: Any, attempts: int, error: str | None
+    ) -> WorkflowEntry:
+        return WorkflowEntry(workflow_id, self, self._spec.labels, index, state, attempts, error)
+
+    # -- operators' actions (``minions workflows retry|cancel``, through the board) -----------
+
+    async def retry(self, workflow_id: str) -> str:
+        entry = self._held(workflow_id)
+        step = self._spec.labels[entry.step_index]
+        if entry.state == "retrying":
+            if self._board.wake(workflow_id):
+                return f"workflow {workflow_id} retries its checkpoint (before step {step!r}) now"
+            return f"workflow {workflow_id} is retrying its checkpoint already"
+        if entry.state == "running":
+            raise WorkflowActionError(
+                "refused",
+                f"workflow {workflow_id} is running (step {step!r}, attempt {entry.attempts}); "
+                "there is nothing to retry",
+            )
+        if entry.state == "waiting":
+            raise WorkflowActionError(
+                "refused",
+                f"workflow {workflow_id} waits for room: {self._name} runs {self._running} "
+                f"workflows (max_in_flight={self._limit}); it resumes when one of them ends",
+            )
+        self._check_open("retry")
+        row = await self._stored(workflow_id)
+        checkpoint = self._decoded(row)
+        self._board.drop(workflow_id)
+        self._resume(checkpoint)
+        return (
+            f"workflow {workflow_id} resumed at step {step!r} (attempt {_attempts(checkpoint) + 1})"
+        )
+
+    async def cancel(self, workflow_id: str) -> str:
+        entry = self._held(workflow_id)
+        step = self._spec.labels[entry.step_index]
+        if entry.state == "failed":
+            self._board.drop(workflow_id)
+            await self._store.delete(workflow_id, self._orchestration.id, self._policy)
+            return (
+                f"workflow {workflow_id} discarded: its checkpoint is deleted (it was counted as "
+                "failed when it failed)"
+            )
+        if entry.state == "waiting":
+            self._waiting.pop(workflow_id, None)
+            self._board.drop(workflow_id)
+            self._counters.add("aborted")
+            self._store.services.metrics.inc("minions_workflows_aborted_total", labels=self._labels)
+            await self._store.delete(workflow_id, self._orchestration.id, self._policy)
+            return f"workflow {workflow_id} cancelled before it resumed: counted as aborted"
+        workflow, task = self._live[workflow_id]
+        workflow.cancelled = True
+        task.cancel()
+        done, _ = await asyncio.wait({task}, timeout=_CANCEL_WAIT)
+        if not done:
+            return (
+                f"workflow {workflow_id} is cancelled, but its step {step!r} has not ended "
+                f"within {_CANCEL_WAIT:g} s (does it catch CancelledError?); it is counted as "
+                "aborted when it does"
+            )
+        return f"workflow {workflow_id} cancelled in step {step!r}: counted as aborted"
+
+    async def adopt(self, row: StoredContext) -> str:
+        self._check_open("resume")
+        if row.workflow_id in self._live or self._board.get(row.workflow_id) is not None:
+            raise WorkflowActionError("refused", f"workflow {row.workflow_id} runs already")
+        checkpoint = self._decoded(row)
+        self._resume(checkpoint)
+        return (
+            f"workflow {row.workflow_id} (saved under orchestration {row.orchestration_id}) "
+            f"resumed here at step {self._spec.labels[checkpoint.next_step_index]!r}; its "
+            f"checkpoints are saved under orchestration {self._orchestration.id} from now on"
+        )
+
+    def decode(self, row: StoredContext) -> Checkpoint[Any, Any]:
+        checkpoint = self._codec.decode(row.context, workflow_id=row.workflow_id)
+        check_step(checkpoint, self._spec)
+        return checkpoint
+
+    def _held(self, workflow_id: str) -> WorkflowEntry:
+        entry = self._board.get(workflow_id)
+        if entry is None or entry.owner is not self:
+            raise WorkflowActionError(
+                "refused", f"workflow {workflow_id} is not held by {self._name} any more"
+            )
+        return entry
+
+    def _check_open(self, what: str) -> None:
+        if self._closing:
+            raise WorkflowActionError(
+                "refused",
+                f"cannot {what} it now: {self._name} is stopping; it resumes at its next start",
+            )
+
+    async def _stored(self, workflow_id: str) -> StoredContext:
+        for row in await self._store.load(self._orchestration.id):
+            if row.workflow_id == workflow_id:
+                return row
+        self._board.drop(workflow_id)
+        raise WorkflowActionError(
+            "failed", f"the checkpoint of workflow {workflow_id} is no longer in the store"
+        )
+
+    def _decoded(self, row: StoredContext) -> Checkpoint[Any, Any]:
+        try:
+            return self.decode(row)
+        except CheckpointError as exc:
+            raise WorkflowActionError("failed", f"cannot resume it: {exc}") from exc
 
     async def _leave_pipeline(self) -> None:
         """Stop taking events without dropping the one the pipeline holds for this minion.
@@ -357,7 +522,7 @@ class WorkflowRunner:
         saved as a workflow that has not run its first step yet, and the minion's next
         incarnation (or its next start, after a stop) resumes it like any other checkpoint.
         """
-        workflow_id = f"{self._ids.getrandbits(128):032x}"
+        workflow_id = new_workflow_id(self._ids)
         context = self._spec.context_type()
         if await self._admit():
             self._spawn(workflow_id, event, context, 0, resumed=False)
@@ -367,6 +532,7 @@ class WorkflowRunner:
             event=event,
             context=context,
             handle=WorkflowHandle(self._orchestration.id, workflow_id),
+            attempts=0,  # saved, not started: its first start is its first attempt
         )
         await self._checkpoint(workflow, 0)
         self._counters.add("deferred")
@@ -378,13 +544,25 @@ class WorkflowRunner:
         return not self._closing
 
     def _spawn(
-        self, workflow_id: str, event: Any, context: Any, start: int, *, resumed: bool
+        self,
+        workflow_id: str,
+        event: Any,
+        context: Any,
+        start: int,
+        *,
+        resumed: bool,
+        attempts: int = 1,
+        error: str | None = None,
     ) -> None:
+        entry = self._entry(workflow_id, start, "running", attempts, error)
         workflow = ActiveWorkflow(
             owner=self._minion,
             event=event,
             context=context,
             handle=WorkflowHandle(self._orchestration.id, workflow_id),
+            attempts=attempts,
+            error=error,
+            entry=entry,
         )
         task = asyncio.get_running_loop().create_task(
             self._run_workflow(workflow, start, resumed),
@@ -394,10 +572,17 @@ class WorkflowRunner:
         self._running += 1
         self._counters.add("in_flight")
         self._tasks.add(task)
+        self._live[workflow_id] = (workflow, task)
+        self._board.put(entry)
         task.add_done_callback(lambda done: self._finished(done, workflow))
 
     def _finished(self, task: asyncio.Task[None], workflow: ActiveWorkflow) -> None:
         self._tasks.discard(task)
+        workflow_id = workflow.handle.workflow_id
+        if self._live.get(workflow_id, (None,))[0] is workflow:
+            del self._live[workflow_id]
+        if workflow.entry.state != "failed":  # a failed one kept for a retry stays on the board
+            self._board.drop(workflow_id)
         self._release(workflow)  # if it ended before releasing (cancelled, or never started)
 
     def _release(self, workflow: ActiveWorkflow) -> None:
@@ -430,19 +615,68 @@ class WorkflowRunner:
             "minions_workflows_resumed_total" if resumed else "minions_workflows_started_total",
             labels=self._labels,
         )
+        stopping = 0
         try:
             outcome = await self._run_steps(workflow, start, resumed)
         except asyncio.CancelledError:
-            # Interrupted by a stop: the checkpoint stays, the workflow resumes at this step.
-            self._counters.add("interrupted")
-            metrics.inc("minions_workflows_interrupted_total", labels=self._labels)
-            raise
+            if not workflow.cancelled:
+                # Interrupted by a stop: the checkpoint stays, the workflow resumes at this step.
+                self._counters.add("interrupted")
+                metrics.inc("minions_workflows_interrupted_total", labels=self._labels)
+                if workflow.error is not None:
+                    self._board.remember(workflow.handle.workflow_id, workflow.error)
+                raise
+            # Cancelled by an operator: aborted (a stop that came too is honoured after).
+            task = asyncio.current_task()
+            stopping = task.uncancel() if task is not None else 0
+            outcome = "aborted"
+            self._store.services.logger.log(
+                logging.INFO,
+                "workflow.cancelled",
+                minion=self._name,
+                workflow=workflow.handle.workflow_id,
+                step=self._spec.labels[workflow.entry.step_index],
+            )
         # Its steps are done: the next event may start, and the outcome is final. The delete
         # rides in the store's next transaction (see the module docstring).
         self._release(workflow)
         self._counters.add(outcome)
         metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
+        if outcome == "failed" and self._keep_failed and await self._keep(workflow):
+            return
         await self._store.delete(workflow.handle.workflow_id, self._orchestration.id, self._policy)
+        if stopping:
+            raise asyncio.CancelledError
+
+    async def _keep(self, workflow: ActiveWorkflow) -> bool:
+        """Save a failed workflow's last checkpoint again, marked failed, for a retry; whether
+        it is kept (``False``: it had no checkpoint, or it could not be saved)."""
+        encoder = workflow.encoder
+        workflow_id = workflow.handle.workflow_id
+        if encoder is None:
+            return False  # no checkpoint was ever encoded (its first one failed to encode)
+        encoder.set_history(workflow.attempts, workflow.error, failed=True)
+        blob = encoder.last_with_history()
+        assert blob is not None
+        try:
+            saved = await self._store.save(
+                workflow_id, self._orchestration.id, blob, self._policy, self._counters
+            )
+        except PersistenceError:
+            saved = False
+        if not saved:
+            return False  # deleted instead: a kept checkpoint not marked failed would resume
+        workflow.entry.state = "failed"
+        workflow.entry.last_error = workflow.error
+        self._store.services.logger.log(
+            logging.INFO,
+            "workflow.kept",
+            minion=self._name,
+            workflow=workflow_id,
+            step=self._spec.labels[workflow.entry.step_index],
+            note="kept for 'minions workflows retry' or 'cancel' (keep_failed)",
+        )
+        return True
 
     async def _run_steps(self, workflow: ActiveWorkflow, start: int, resumed: bool) -> str:
         """Run the steps from ``start``, a checkpoint before each; return the outcome."""
@@ -452,10 +686,13 @@ class WorkflowRunner:
             logger.log(logging.INFO, "workflow.resumed", minion=self._name,
                        workflow=workflow_id, step=self._spec.labels[start])  # fmt: skip
         index = start
+        entry = workflow.entry
         try:
             while index < len(self._steps):
-                if index != start or not resumed:
-                    await self._checkpoint(workflow, index)
+                entry.step_index = index
+                # A resumed workflow saves its checkpoint again too: it records the new attempt,
+                # so a workflow that keeps crashing its minion shows how often it did.
+                await self._checkpoint(workflow, index)
                 began = time.perf_counter()
                 try:
                     await self._steps[index]()
@@ -469,6 +706,7 @@ class WorkflowRunner:
                        workflow=workflow_id, step=self._spec.labels[index])  # fmt: skip
             return "aborted"
         except Exception as exc:
+            workflow.error = f"{type(exc).__name__}: {exc}"
             logger.log(
                 logging.ERROR,
                 "workflow.failed",
@@ -494,6 +732,7 @@ class WorkflowRunner:
                     workflow.event,
                     self._spec.labels,
                 )
+                encoder.set_history(workflow.attempts, workflow.error)
             blob = encoder.encode(workflow.context, index)
         except CheckpointEncodeError as exc:
             self._counters.add("checkpoint_failures")
@@ -513,6 +752,11 @@ class WorkflowRunner:
         await self._store.save(
             workflow.handle.workflow_id, self._orchestration.id, blob, self._policy, self._counters
         )
+
+
+def _attempts(checkpoint: Checkpoint[Any, Any]) -> int:
+    """How many times a saved workflow's steps were started (unrecorded before format 3: 1)."""
+    return checkpoint.attempts if checkpoint.attempts is not None else 1
 
 
 def check_step(checkpoint: Checkpoint[Any, Any], spec: WorkflowSpec) -> None:

@@ -91,6 +91,14 @@ class ActiveWorkflow:
     released: bool = False
     #: Encodes this workflow's checkpoints (its ids and event packed once); set by the driver.
     encoder: Any = None
+    #: How many times its steps were started (this run included), and the last error it met
+    #: (a step that raised, a child that died in a step); shown by ``minions workflows``.
+    attempts: int = 1
+    error: str | None = None
+    #: An operator cancelled it (``minions workflows cancel``): it ends as aborted.
+    cancelled: bool = False
+    #: Its entry on the workflow board (``minions.workflows.board``), set by the driver.
+    entry: Any = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,7 +49,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import pydantic
 
@@ -58,7 +58,8 @@ from ..core.component import Resource
 from ..core.errors import MinionsError
 from ..core.histogram import Histogram, HistogramSnapshot
 from ..core.runtime import default_project_dir
-from .sqlite.store import SQLiteStateStore, default_state_path
+from .board import WorkflowBoard
+from .sqlite.store import SQLiteStateStore, Synchronous, default_state_path
 from .state_store import StateStore, StateStoreError, StoredContext
 from .steps import PersistencePolicy
 from .telemetry import Logger, Metrics, NoOpMetrics, StructlogLogger
@@ -187,6 +188,14 @@ class WorkflowStoreConfig(pydantic.BaseModel):
 
     path: str | None = None
     persistence_policy: PersistencePolicy = "continue-on-failure"
+    #: Keep a failed workflow's last checkpoint, marked failed, for ``minions workflows retry``
+    #: (or ``cancel``) instead of deleting it.
+    keep_failed: bool = False
+    #: The SQLite store's tunables (``SQLiteStateStore``; ``minions tune sqlite`` measures
+    #: them): seconds a commit may take on the event loop's thread (``"never"``: always on the
+    #: writer thread), and how commits are made durable.
+    inline_commit_limit: Annotated[float, pydantic.Field(ge=0)] | Literal["never"] = 0.001
+    synchronous: Synchronous = "full"
     retry_delay_seconds: float = PersistenceRetry.delay_seconds
     retry_max_delay_seconds: float = PersistenceRetry.max_delay_seconds
     retry_backoff_multiplier: float = PersistenceRetry.backoff_multiplier
@@ -307,6 +316,10 @@ class StoreServices:
     metrics: Metrics = field(default_factory=NoOpMetrics)
     persistence_policy: PersistencePolicy = "continue-on-failure"
     retry: PersistenceRetry = field(default_factory=PersistenceRetry)
+    #: Keep failed workflows' checkpoints for a retry (``WorkflowStoreConfig.keep_failed``).
+    keep_failed: bool = False
+    #: The workflows in flight, for the people operating the system.
+    board: WorkflowBoard = field(default_factory=WorkflowBoard)
     clock: Clock = field(default_factory=MonotonicClock)
     rng: random.Random = field(default_factory=random.Random)
     counters: dict[str, WorkflowCounters] = field(default_factory=dict)
@@ -354,6 +367,7 @@ class WorkflowStore(Resource):
                 state_store=self.open_store(),
                 persistence_policy=config.persistence_policy,
                 retry=config.retry(),
+                keep_failed=config.keep_failed,
             )
         self.services = services
         self._pending_deletes: dict[str, None] = {}
@@ -371,10 +385,13 @@ class WorkflowStore(Resource):
         """The state store to use when none is provided: SQLite in the project's ``.minions``."""
         config = getattr(self, "config", None) or WorkflowStoreConfig()
         project = default_project_dir()
-        if config.path:
-            path = Path(config.path)
-            return SQLiteStateStore(path if path.is_absolute() else project / path)
-        return SQLiteStateStore(default_state_path(project))
+        path = Path(config.path) if config.path else default_state_path(project)
+        limit = config.inline_commit_limit
+        return SQLiteStateStore(
+            path if path.is_absolute() else project / path,
+            inline_commit_limit=None if limit == "never" else limit,
+            synchronous=config.synchronous,
+        )
 
     @property
     def state_store(self) -> StateStore:
@@ -429,7 +446,13 @@ class WorkflowStore(Resource):
                 )
                 retryable = _retryable(exc)
                 if policy == "continue-on-failure" or not retryable:
+                    services.board.note_error(
+                        workflow_id, f"checkpoint not saved: {_describe(exc)}"
+                    )
                     return self._give_up_save(workflow_id, orchestration_id, policy, exc)
+                services.board.note_error(
+                    workflow_id, f"checkpoint not saved, retrying: {_describe(exc)}", retrying=True
+                )
                 delay = services.retry.delay(attempt, services.rng)
                 attempt += 1
                 now = services.clock.now()
@@ -446,10 +469,11 @@ class WorkflowStore(Resource):
                         delay=round(delay, 3),
                         waited=waiting.waited(now),
                     )
-                await services.clock.sleep(delay)
+                await services.board.pause(workflow_id, delay, services.clock)
                 continue
             counters.add("checkpoints_saved")
             if attempt:
+                services.board.note_saved(workflow_id)
                 services.logger.log(
                     logging.INFO,
                     "workflow.checkpoint_saved",

@@ -308,7 +308,7 @@ def test_blob_is_msgpack_never_pickle() -> None:
     """The blob is a plain msgpack array anyone can read; no pickle opcodes, no class paths."""
     blob = checkpoint_codec(ChainEvent, TradeCtx).encode(a_checkpoint())
     record = msgpack.unpackb(blob, raw=False, strict_map_key=False)
-    assert record[0] == "mnck" and record[1] == 2
+    assert record[0] == "mnck" and record[1] == 3
     assert record[10]["pair"] == {"base": "ETH", "quote": "USDC"}
     assert not blob.startswith(b"\x80")  # a pickle protocol header
     assert b"tests.workflows" not in blob

@@ -6,7 +6,8 @@ were first saved, which is the order they resume in. The file says it is ours wi
 of another program, or of a newer Minions, is refused rather than written to.
 
 Connections run in WAL mode with ``synchronous=FULL`` (a commit's WAL frames are fsynced before
-COMMIT returns) and without automatic WAL checkpoints: the writer runs them on its own thread
+COMMIT returns; ``NORMAL`` when the store is told to, see ``SQLiteStateStore``) and without
+automatic WAL checkpoints: the writer runs them on its own thread
 (see ``.writer``), so a commit made on the event loop never carries a checkpoint's I/O.
 
 ``translate`` maps sqlite3 and OS errors to the ``StateStoreError`` tree
@@ -70,7 +71,9 @@ SELECT_ORCHESTRATION = (
 )
 
 
-def open_connection(path: Path, busy_timeout: float, max_bytes: int | None) -> sqlite3.Connection:
+def open_connection(
+    path: Path, busy_timeout: float, max_bytes: int | None, synchronous: str = "full"
+) -> sqlite3.Connection:
     """Open (creating if needed) the state file at ``path`` and check or create its schema.
 
     The connection may be used from any one thread at a time (the writer hands it between the
@@ -83,7 +86,9 @@ def open_connection(path: Path, busy_timeout: float, max_bytes: int | None) -> s
     )
     try:
         conn.execute("PRAGMA journal_mode=WAL").fetchone()
-        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute(
+            "PRAGMA synchronous=NORMAL" if synchronous == "normal" else "PRAGMA synchronous=FULL"
+        )
         conn.execute("PRAGMA wal_autocheckpoint=0")
         if max_bytes is not None:
             (page_size,) = conn.execute("PRAGMA page_size").fetchone()

@@ -2,7 +2,8 @@
 
 Durability. The database runs in WAL mode with ``synchronous=FULL``: a transaction's WAL frames
 are fsynced before COMMIT returns, so a save is on disk when its await completes and survives a
-SIGKILL or a power cut right after.
+SIGKILL or a power cut right after. (``synchronous="normal"`` gives up the power cut for speed;
+``minions tune sqlite`` measures what it buys on a machine.)
 
 Group commit without a timer (``.writer`` has the details). The writes made during one
 pass of the event loop form one transaction. When nothing is being written, that transaction
@@ -45,6 +46,7 @@ import threading
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ...core.clock import Clock, MonotonicClock
 from ...core.histogram import HistogramSnapshot
@@ -57,6 +59,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "SQLiteStateStore",
     "SQLiteStoreStatistics",
+    "Synchronous",
     "default_state_path",
 ]
 
@@ -91,6 +94,9 @@ class SQLiteStoreStatistics:
     commit_cost: float | None = None
 
 
+#: How a commit is made durable (``PRAGMA synchronous``): see ``SQLiteStateStore``.
+Synchronous = Literal["full", "normal"]
+
 _writers: weakref.WeakSet[Writer] = weakref.WeakSet()
 
 
@@ -112,6 +118,9 @@ class SQLiteStateStore(StateStore):
     ``max_bytes`` optionally caps the file's size (a write beyond it raises
     ``StateStoreFull``). ``inline_commit_limit`` is the average commit time (seconds) up to
     which commits run on the event loop's thread (``None``: never); ``clock`` times them.
+    ``synchronous="normal"`` trades durability against a power cut or an OS crash for faster
+    commits: the WAL is then fsynced only at checkpoints, so a save survives the process being
+    killed but maybe not the machine going down (the default, ``"full"``, survives both).
     ``logger`` is accepted for compatibility with the original API and unused: the runtime
     logs store failures itself.
 
@@ -126,6 +135,7 @@ class SQLiteStateStore(StateStore):
         busy_timeout: float = 5.0,
         max_bytes: int | None = None,
         inline_commit_limit: float | None = 0.001,
+        synchronous: Synchronous = "full",
         clock: Clock | None = None,
         logger: object = None,
     ) -> None:
@@ -138,9 +148,19 @@ class SQLiteStateStore(StateStore):
                 "inline_commit_limit must be >= 0 seconds, or None to keep commits off the "
                 f"event loop's thread; got {inline_commit_limit!r}"
             )
+        if synchronous not in ("full", "normal"):
+            raise ValueError(
+                f"synchronous must be 'full' (durable when a save returns) or 'normal' (durable "
+                f"against a crash of the process, not of the machine); got {synchronous!r}"
+            )
         path = default_state_path() if db_path is None else Path(db_path).absolute()
         self._writer = Writer(
-            path, busy_timeout, max_bytes, inline_commit_limit, clock or MonotonicClock()
+            path,
+            busy_timeout,
+            max_bytes,
+            inline_commit_limit,
+            clock or MonotonicClock(),
+            synchronous,
         )
         _writers.add(self._writer)
         self._finalizer = weakref.finalize(self, self._writer.finalize)

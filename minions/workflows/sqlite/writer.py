@@ -125,12 +125,14 @@ class Writer:
         max_bytes: int | None,
         inline_commit_limit: float | None,
         clock: Clock,
+        synchronous: str = "full",
     ) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
         self.max_bytes = max_bytes
         self.inline_limit = inline_commit_limit
         self.clock = clock
+        self.synchronous = synchronous
         # Guards everything below that both threads touch.
         self.lock = threading.Lock()
         self.state = StoreState.NEW
@@ -543,7 +545,9 @@ class Writer:
         open_error: StateStoreError | None = None
         if self.conn is None:
             try:
-                self.conn = open_connection(self.path, self.busy_timeout, self.max_bytes)
+                self.conn = open_connection(
+                    self.path, self.busy_timeout, self.max_bytes, self.synchronous
+                )
             except Exception as exc:
                 open_error = translate(exc, self.path, "open", self.busy_timeout)
         conn = self.conn

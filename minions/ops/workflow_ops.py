@@ -1,0 +1,221 @@
+"""The control socket's workflow operations: what ``minions workflows`` asks a running system.
+
+========================  ===========================================================
+op (``name``)             answer
+========================  ===========================================================
+``workflows`` (filter)    ``{"stores": [...], "workflows": [row, ...]}``: every workflow
+                          a runner holds (``minions.workflows.board``) and every other
+                          checkpoint in the stores, optionally only those whose
+                          orchestration id starts with the filter or whose minion is it
+``workflow`` (id)         one row with the checkpoint's event and context as saved
+``workflow_retry`` (id)   ``{"workflow_id", "message"}``: resumed, or woken to retry
+``workflow_cancel`` (id)  ``{"workflow_id", "message"}``: aborted, checkpoint deleted
+========================  ===========================================================
+
+A row's ``state`` is the board's (``running``, ``waiting``, ``retrying``, ``failed``) for a
+workflow a runner holds; for a checkpoint no runner holds, ``saved`` (its minion is not running:
+it resumes when the minion starts), ``stranded`` (its minion runs, under another orchestration:
+``retry`` adopts it), ``failed`` (kept for a retry while its minion is not running) or
+``corrupt``. An id may be given by its first or last characters (4 or more) when no other id
+starts or ends with them.
+
+What ``retry`` and ``cancel`` do for each state is the runner's to say (``WorkflowRunner.retry``
+and ``.cancel``); for a checkpoint no runner holds, ``retry`` has a runner of the same minion
+adopt it (refused when none runs), and ``cancel`` deletes it and counts it as aborted.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import structlog
+
+from ..core.runtime import Runtime
+from ..workflows.board import WorkflowActionError, WorkflowBoard, WorkflowOwner
+from ..workflows.checkpoint import CheckpointError, read_header
+from ..workflows.state_store import StoredContext
+from ..workflows.store import StoreServices, WorkflowStore
+from .saved_workflows import StoreReadError, describe, detail, match_workflow
+
+__all__ = ["WORKFLOW_OPS", "answer_workflow_op"]
+
+log = structlog.get_logger("minions")
+
+WORKFLOW_OPS = frozenset({"workflows", "workflow", "workflow_retry", "workflow_cancel"})
+
+
+async def answer_workflow_op(runtime: Runtime, op: str, name: str | None) -> Any:
+    """Answer one of :data:`WORKFLOW_OPS`; ``WorkflowActionError`` for a request that cannot
+    be carried out (its ``kind`` is the control answer's error kind)."""
+    stores = _stores(runtime)
+    if op == "workflows":
+        return {
+            "stores": [repr(s.state_store) for s in stores],
+            "workflows": await _rows(stores, name),
+        }
+    if not name:
+        raise WorkflowActionError("bad_request", f"{op} needs a workflow id")
+    found = await _find(stores, name)
+    if op == "workflow":
+        return await _detail(found)
+    log.info("control.request", op=op, workflow=found.workflow_id)
+    if op == "workflow_retry":
+        message = await _retry(found)
+    else:
+        message = await _cancel(found)
+    return {"workflow_id": found.workflow_id, "message": message}
+
+
+def _stores(runtime: Runtime) -> list[StoreServices]:
+    found: dict[int, StoreServices] = {}
+    for instance in runtime.instances().values():
+        if isinstance(instance, WorkflowStore):
+            found.setdefault(id(instance.services), instance.services)
+    return list(found.values())
+
+
+async def _rows(stores: list[StoreServices], wanted: str | None) -> list[dict[str, Any]]:
+    now = time.time()
+    rows: list[dict[str, Any]] = []
+    for services in stores:
+        board = services.board
+        held = {e.workflow_id for e in board.entries()}
+        rows += [e.row(now) for e in board.entries()]
+        for row in await services.state_store.get_all_contexts():
+            if row.workflow_id not in held:
+                rows.append(_unheld(board, row, now))
+    if wanted:
+        rows = [r for r in rows if _matches(r, wanted)]
+    return sorted(rows, key=lambda r: (r["orchestration_id"], r["created"] or 0, r["workflow_id"]))
+
+
+def _matches(row: dict[str, Any], wanted: str) -> bool:
+    return str(row["orchestration_id"]).startswith(wanted) or wanted in (
+        row["minion"],
+        row["minion_identity"],
+    )
+
+
+def _unheld(board: WorkflowBoard, row: StoredContext, now: float) -> dict[str, Any]:
+    """A checkpoint no runner holds, described with what the board knows of its minion."""
+    return _placed(board, row, describe(row, now))
+
+
+def _placed(board: WorkflowBoard, row: StoredContext, shown: dict[str, Any]) -> dict[str, Any]:
+    same = _same_minion(board, shown["minion_identity"])
+    if same:
+        shown["minion"] = same[0].minion
+        if shown["state"] == "saved" and board.owner_of(row.orchestration_id) is None:
+            shown["state"] = "stranded"
+    return shown
+
+
+def _same_minion(board: WorkflowBoard, identity: object) -> list[WorkflowOwner]:
+    return [o for o in board.owners() if o.minion_identity == identity]
+
+
+class _Found:
+    """A workflow found by id: where it is held, and its checkpoint if one is saved."""
+
+    def __init__(
+        self, services: StoreServices, workflow_id: str, row: StoredContext | None
+    ) -> None:
+        self.services = services
+        self.workflow_id = workflow_id
+        self.row = row
+
+
+async def _find(stores: list[StoreServices], wanted: str) -> _Found:
+    places: dict[str, tuple[StoreServices, StoredContext | None]] = {}
+    for services in stores:
+        for entry in services.board.entries():
+            places[entry.workflow_id] = (services, None)
+        for stored in await services.state_store.get_all_contexts():
+            places[stored.workflow_id] = (services, stored)
+    try:
+        workflow_id = match_workflow(wanted, list(places))
+    except StoreReadError as exc:
+        raise WorkflowActionError("unknown_workflow", str(exc)) from None
+    services, row = places[workflow_id]
+    return _Found(services, workflow_id, row)
+
+
+async def _detail(found: _Found) -> dict[str, Any]:
+    now = time.time()
+    board = found.services.board
+    entry = board.get(found.workflow_id)
+    row = found.row
+    shown: dict[str, Any] = {"event": None, "context": None}
+    if row is not None:
+        shown.update(detail(row, now))
+        if entry is None:
+            _placed(board, row, shown)
+    if entry is not None:
+        shown.update(entry.row(now))
+    shown["checkpoint_saved"] = row is not None
+    if row is None:
+        return shown
+    owner = entry.owner if entry is not None else board.owner_of(row.orchestration_id)
+    if owner is None:
+        owner = next(iter(_same_minion(board, shown.get("minion_identity"))), None)
+    if owner is not None:  # can the running program resume it? (its types, its steps)
+        try:
+            owner.decode(row)
+        except CheckpointError as exc:
+            shown["resumable"], shown["problem"] = False, str(exc)
+        else:
+            shown["resumable"], shown["problem"] = True, None
+    return shown
+
+
+async def _retry(found: _Found) -> str:
+    board = found.services.board
+    entry = board.get(found.workflow_id)
+    if entry is not None:
+        return await entry.owner.retry(found.workflow_id)
+    row = found.row
+    assert row is not None  # found in the store, since no runner holds it
+    try:
+        header = read_header(row.context, workflow_id=row.workflow_id)
+    except CheckpointError as exc:
+        raise WorkflowActionError(
+            "failed", f"cannot resume workflow {row.workflow_id}: {exc}"
+        ) from exc
+    owner = board.owner_of(row.orchestration_id)
+    if owner is None:
+        owners = _same_minion(board, header.minion)
+        if not owners:
+            raise WorkflowActionError(
+                "refused",
+                f"no running minion can resume workflow {row.workflow_id}: its minion "
+                f"({header.minion}) does not run in this system; when it starts, it resumes its "
+                "saved workflows (a stopped one: 'minions restart NAME')",
+            )
+        if len(owners) > 1:
+            ids = ", ".join(o.orchestration_id for o in owners)
+            raise WorkflowActionError(
+                "refused",
+                f"{len(owners)} orchestrations of {owners[0].minion} run ({ids}); workflow "
+                f"{row.workflow_id} belongs to none of them, and which should adopt it is "
+                "the program's choice: start its own orchestration",
+            )
+        owner = owners[0]
+    return await owner.adopt(row)
+
+
+async def _cancel(found: _Found) -> str:
+    board = found.services.board
+    entry = board.get(found.workflow_id)
+    if entry is not None:
+        return await entry.owner.cancel(found.workflow_id)
+    row = found.row
+    assert row is not None
+    await found.services.state_store.delete_context(row.workflow_id)
+    orchestration = {"orchestration": row.orchestration_id}
+    found.services.counters_for(row.orchestration_id).add("aborted")
+    found.services.metrics.inc("minions_workflows_aborted_total", labels=orchestration)
+    return (
+        f"workflow {row.workflow_id} cancelled (no runner held it): its checkpoint is deleted, "
+        "counted as aborted"
+    )
