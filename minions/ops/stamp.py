@@ -143,8 +143,6 @@ def _stamped_source(source: SourceFile, stamps: list[_Stamp]) -> str:
         lines.insert(
             c.insert_at - 1, f'{c.indent}@{stamp.decorator}("{stamp.component_id}"){newline}'
         )
-    if lines and not lines[-1].endswith(("\n", "\r")):
-        lines[-1] += newline  # the file had no final newline and a stamp went last
     missing = sorted({s.decorator for s in stamps} - source.bound_names())
     if missing:
         line = f"from minions import {', '.join(missing)}{newline}"

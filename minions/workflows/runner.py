@@ -644,6 +644,7 @@ class WorkflowRunner:
         metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
         if outcome == "failed" and self._keep_failed and await self._keep(workflow):
             return
+        self._board.drop(workflow.handle.workflow_id)
         await self._store.delete(workflow.handle.workflow_id, self._orchestration.id, self._policy)
         if stopping:
             raise asyncio.CancelledError

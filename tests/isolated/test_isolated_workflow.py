@@ -32,6 +32,7 @@ from minions import (
     WorkflowStore,
     minion_step,
 )
+from minions.workflows.checkpoint import read_header
 
 pytestmark = pytest.mark.anyio
 
@@ -70,8 +71,15 @@ class Ledger(Resource):
     crashed: ClassVar[set[int]] = set()
     done: ClassVar[asyncio.Event]
     expected: ClassVar[int] = 3
+    #: The job whose report step, once it has crashed, waits here until ``released``.
+    hold: ClassVar[int | None] = None
+    held: ClassVar[asyncio.Event]
+    released: ClassVar[asyncio.Event]
 
     async def ran(self, number: int, step: str, pid: int, doubled: int) -> None:
+        if step == "report" and number == self.hold:
+            Ledger.held.set()
+            await Ledger.released.wait()
         self.runs.append((number, step, pid, doubled))
         if sum(1 for r in self.runs if r[1] == "report") >= self.expected:
             self.done.set()
@@ -115,6 +123,7 @@ class Doubler(Minion[Job, JobContext], isolated=True, backoff=Backoff(initial=0.
 def _reset(expected: int) -> None:
     Ledger.runs, Ledger.crashed, Ledger.expected = [], set(), expected
     Ledger.done = asyncio.Event()
+    Ledger.hold, Ledger.held, Ledger.released = None, asyncio.Event(), asyncio.Event()
 
 
 async def test_a_child_dying_mid_step_resumes_the_workflow_in_the_next_child(
@@ -140,6 +149,31 @@ async def test_a_child_dying_mid_step_resumes_the_workflow_in_the_next_child(
     assert double_1[2] != report_1[2], "job 1 finished in a new child"
     assert status.crashes == 1 and "exited with status 7" in (status.last_error or "")
     assert status.state is ComponentState.RUNNING
+
+
+async def test_a_childs_death_in_a_step_is_the_workflows_last_error(tmp_path: Path) -> None:
+    """The workflow whose step killed the child is resumed as attempt 2, and both the board
+    (what ``minions workflows`` shows) and its checkpoint's history name the death."""
+    _reset(expected=3)
+    Ledger.hold = 1
+    config: dict[str, Any] = {"WorkflowStore": {"path": str(tmp_path / "state.sqlite3")}}
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path, config=config) as rt:
+            await rt.start(Doubler)
+            await Ledger.held.wait()
+            store = rt.instances()["WorkflowStore"]
+            assert isinstance(store, WorkflowStore)
+            # Job 2, handed over while the minion stopped, may wait for room meanwhile.
+            (entry,) = [e for e in store.services.board.entries() if e.state == "running"]
+            rows = await store.state_store.get_all_contexts()
+            (row,) = [r for r in rows if r.workflow_id == entry.workflow_id]
+            Ledger.released.set()
+            await Ledger.done.wait()
+    assert (entry.state, entry.steps[entry.step_index], entry.attempts) == ("running", "report", 2)
+    assert entry.last_error is not None and entry.last_error.startswith("ComponentCrashed: ")
+    assert "status 7" in entry.last_error
+    header = read_header(row.context)
+    assert (header.attempts, header.last_error) == (2, entry.last_error)
 
 
 async def test_abort_and_failure_in_the_child_are_counted_as_in_process(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from minions.workflows.checkpoint import (
     IncompatibleCheckpoint,
     checkpoint_codec,
     read_header,
+    read_plain,
     type_fingerprint,
 )
 
@@ -463,6 +464,115 @@ def test_errors_share_one_tree() -> None:
     for cls in (CheckpointEncodeError, CorruptCheckpoint, IncompatibleCheckpoint):
         assert issubclass(cls, CheckpointError)
         assert issubclass(cls, MinionsError)
+
+
+# -- history and earlier formats ----------------------------------------------------------------
+
+
+def test_a_checkpoint_records_the_workflows_history() -> None:
+    """Attempts, the last error and the failed mark round-trip through the blob and its header;
+    without them a checkpoint records none (attempts None, not failed)."""
+    codec = checkpoint_codec(ChainEvent, TradeCtx)
+    plain = codec.decode(codec.encode(a_checkpoint()))
+    assert (plain.attempts, plain.last_error, plain.failed) == (None, None, False)
+    marked = Checkpoint(
+        orchestration_id="orch-1",
+        workflow_id="wf-1",
+        minion="m",
+        event=an_event(),
+        context=a_context(),
+        next_step_index=1,
+        next_step="quote",
+        attempts=3,
+        last_error="ComponentCrashed: child killed by SIGSEGV",
+        failed=True,
+    )
+    decoded = codec.decode(codec.encode(marked), workflow_id="wf-1")
+    assert decoded == marked
+    header = read_header(codec.encode(marked))
+    assert (header.attempts, header.last_error, header.failed, header.format) == (
+        3,
+        "ComponentCrashed: child killed by SIGSEGV",
+        True,
+        3,
+    )
+
+
+def test_a_long_last_error_is_cut_to_a_bounded_length() -> None:
+    """A huge error message cannot grow every checkpoint of the workflow without bound."""
+    codec = checkpoint_codec(ChainEvent, TradeCtx)
+    encoder = codec.for_workflow("o", "wf-1", "m", an_event())
+    encoder.set_history(2, "x" * 100_000)
+    header = read_header(encoder.encode(a_context(), 0))
+    assert header.last_error == "x" * 500
+
+
+def test_the_last_checkpoint_is_encoded_again_with_a_new_history() -> None:
+    """last_with_history gives the last checkpoint encoded — same step, same context — with the
+    history set since, byte for byte what encoding it with that history gives."""
+    codec = checkpoint_codec(ChainEvent, TradeCtx)
+    encoder = codec.for_workflow("o", "wf-1", "m", an_event(), ("one", "two"))
+    assert encoder.last_with_history() is None
+    encoder.set_history(1)
+    encoder.encode(a_context(), 1)
+    encoder.set_history(1, "ValueError: no", failed=True)
+    again = encoder.last_with_history()
+    assert again == encoder.encode(a_context(), 1)
+    decoded = codec.decode(again)
+    assert (decoded.next_step_index, decoded.next_step, decoded.failed) == (1, "two", True)
+    assert decoded.context == a_context()
+
+
+def _older(blob: bytes, fmt: int) -> bytes:
+    """``blob`` rewritten as a checkpoint of an earlier format (12 or 13 fields)."""
+    record = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    size = {1: 12, 2: 13}[fmt]
+    return msgpack.packb(["mnck", fmt, *record[2:size]], use_bin_type=True)
+
+
+@pytest.mark.parametrize("fmt", [1, 2])
+def test_checkpoints_of_earlier_formats_are_still_read(fmt: int) -> None:
+    """Format 1 (no step name) and format 2 (no history) checkpoints decode into the declared
+    types; what they did not record reads as unknown."""
+    codec = checkpoint_codec(ChainEvent, TradeCtx)
+    encoder = codec.for_workflow("orch-1", "wf-1", "m", an_event(), ("one", "two"))
+    encoder.set_history(4, "boom")
+    blob = _older(encoder.encode(a_context(), 1), fmt)
+    decoded = codec.decode(blob, workflow_id="wf-1")
+    assert (decoded.event, decoded.context, decoded.next_step_index) == (
+        an_event(),
+        a_context(),
+        1,
+    )
+    assert decoded.next_step == (None if fmt == 1 else "two")
+    assert (decoded.attempts, decoded.last_error, decoded.failed) == (None, None, False)
+    assert read_header(blob).format == fmt
+
+
+@pytest.mark.parametrize(
+    "history",
+    [[], {"attempts": -1}, {"attempts": True}, {"attempts": "2"}, {"error": 7}, {"failed": 1}],
+)
+def test_a_damaged_history_is_a_corrupt_checkpoint(history: Any) -> None:
+    """A history that is not a map of the expected types is refused like any damaged field;
+    keys it does not know are ignored (a later version may add some)."""
+    codec = checkpoint_codec(ChainEvent, TradeCtx)
+    record = msgpack.unpackb(codec.encode(a_checkpoint()), raw=False, strict_map_key=False)
+    record[13] = history
+    with pytest.raises(CorruptCheckpoint, match="damaged history"):
+        codec.decode(msgpack.packb(record, use_bin_type=True))
+    record[13] = {"attempts": 2, "later": [1, 2]}
+    assert codec.decode(msgpack.packb(record, use_bin_type=True)).attempts == 2
+
+
+def test_a_checkpoint_reads_as_plain_data_without_its_types() -> None:
+    """read_plain gives the event and context as the plain data they were saved as, for tools
+    that do not have the program's classes."""
+    codec = checkpoint_codec(ChainEvent, TradeCtx)
+    header, event, context = read_plain(codec.encode(a_checkpoint()), workflow_id="wf-1")
+    assert header.event_type == "ChainEvent" and header.context_type == "TradeCtx"
+    assert event["pair"] == {"base": "ETH", "quote": "USDC"} and event["raw"] == b"\x00\xff\x10"
+    assert context["state"] == "quoted" and context["by_block"][19_000_000] == "seen"
 
 
 # -- incompatible types -------------------------------------------------------------------------

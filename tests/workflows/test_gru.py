@@ -209,6 +209,22 @@ class NeedsConfig(Minion[Tick, Ctx]):
         return None
 
 
+class ClosedSettings(pydantic.BaseModel):
+    """Refuses fields it does not declare."""
+
+    model_config = pydantic.ConfigDict(extra="forbid")
+    factor: int
+    label: str
+
+
+class Strict(Minion[Tick, Ctx]):
+    config: ClosedSettings
+
+    @minion_step
+    async def one(self) -> None:
+        return None
+
+
 class CustomLoader(Minion[Tick, Ctx]):
     config: Settings
 
@@ -499,6 +515,26 @@ async def test_a_restart_reads_the_config_file_again(gru: Gru, tmp_path: Path) -
     await ticks(1)
     await wait_for(gru, first.orchestration_id or "", lambda s: s.succeeded == 2)
     assert board.log == [("before", 2), ("after", 3)]
+
+
+async def test_a_config_files_own_id_is_its_identity(gru: Gru, tmp_path: Path) -> None:
+    """A config file carrying _minions_config_id (``minions stamp config-ids``) is known by it:
+    moved or renamed, it is the same orchestration. The key is not a config value, so a config
+    type that forbids extra fields still takes the file."""
+    stamped = '# Generated\n_minions_config_id = "5c9e0f5e-8f0a-4c1e-9a51-2f3b7d6c1a11"\n'
+    (tmp_path / "a.toml").write_text(stamped + 'factor = 2\nlabel = "a"\n')
+    (tmp_path / "plain.toml").write_text('factor = 2\nlabel = "a"\n')
+    first = await gru.start_orchestration(Ticks, Strict, minion_config_path="a.toml")
+    assert first.success, first.reason
+    plain = await gru.start_orchestration(Ticks, Strict, minion_config_path="plain.toml")
+    assert plain.success and plain.orchestration_id != first.orchestration_id
+    assert (await gru.stop_orchestration(first.orchestration_id or "")).success
+    (tmp_path / "a.toml").rename(tmp_path / "moved.toml")
+    again = await gru.start_orchestration(Ticks, Strict, minion_config_path="moved.toml")
+    assert again.success and again.orchestration_id == first.orchestration_id
+    (tmp_path / "bad.toml").write_text('_minions_config_id = 7\nfactor = 2\nlabel = "a"\n')
+    bad = await gru.start_orchestration(Ticks, Strict, minion_config_path="bad.toml")
+    assert not bad.success and "_minions_config_id" in bad.reason
 
 
 async def test_a_minions_own_load_config_reads_the_file(gru: Gru, tmp_path: Path) -> None:
