@@ -135,12 +135,13 @@ def _list(
     else:
         path = store or store_path(project)
         now = time.time()
-        rows = [describe(row, now) for row in read_saved(path)]
+        missing = store is None and not path.exists()  # nothing was ever saved there
+        rows = [] if missing else [describe(row, now) for row in read_saved(path)]
         if wanted:
             rows = [r for r in rows if _matches(r, wanted)]
         rows.sort(key=lambda r: (r["orchestration_id"], r["created"] or 0, r["workflow_id"]))
         running = " (the system runs no workflow minions)" if answer is not None else ""
-        title = f"{project}  store {path}{running}"
+        title = f"{project}  store {path}{' (none yet)' if missing else ''}{running}"
         source["store"] = str(path)
     if as_json:
         print(json.dumps({**source, "workflows": rows}, indent=2))
