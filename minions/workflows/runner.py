@@ -24,9 +24,21 @@ One workflow, step by step::
     count the outcome, then delete the checkpoint                 ── terminal outcomes only
 
 Outcomes are counted apart: *succeeded* (every step returned), *aborted* (a step raised
-``AbortWorkflow``), *failed* (a step raised anything else; logged with the step's name),
-*interrupted* (cancelled by a stop: the checkpoint is kept, so the workflow resumes at the step
-it was in — steps run at least once, and must be idempotent).
+``AbortWorkflow``, or an operator cancelled it), *failed* (a step raised anything else; logged
+with the step's name), *interrupted* (cancelled by a stop: the checkpoint is kept, so the
+workflow resumes at the step it was in — steps run at least once, and must be idempotent).
+
+A resumed workflow commits its checkpoint at its first step too, recording one more attempt in
+the checkpoint's history (with the last error it met), so a workflow that crashes its program at
+every resume shows it. When the store keeps failed workflows (``StoreServices.keep_failed``), a
+failed workflow's last checkpoint is saved again marked failed instead of being deleted; such
+checkpoints are not resumed at start, only by :meth:`WorkflowRunner.retry`.
+
+The runner is the :class:`~minions.workflows.board.WorkflowOwner` of its orchestration on the
+store's workflow board: it puts each workflow it holds there (running, waiting for room,
+retrying a checkpoint, failed and kept), and carries out ``retry``, ``cancel`` and ``adopt``
+(resume a checkpoint of the same minion saved under another orchestration) for the people
+operating the system (``minions workflows``).
 
 The final delete is not awaited durably. A finished workflow gives its place to the next event
 and is counted at once; its delete rides in the store's next transaction (``SQLiteStateStore``
@@ -424,7 +436,10 @@ class WorkflowRunner:
             self._store.services.metrics.inc("minions_workflows_aborted_total", labels=self._labels)
             await self._store.delete(workflow_id, self._orchestration.id, self._policy)
             return f"workflow {workflow_id} cancelled before it resumed: counted as aborted"
-        workflow, task = self._live[workflow_id]
+        live = self._live.get(workflow_id)
+        if live is None:
+            raise WorkflowActionError("refused", f"workflow {workflow_id} has just ended")
+        workflow, task = live
         workflow.cancelled = True
         task.cancel()
         done, _ = await asyncio.wait({task}, timeout=_CANCEL_WAIT)

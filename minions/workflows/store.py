@@ -32,6 +32,12 @@ store error that is not ``retryable`` (a damaged or closed store, a bad argument
 ``idle-until-persisted`` they fail the workflow with :class:`PersistenceError`; under
 ``continue-on-failure`` the workflow goes on without that checkpoint.
 
+Failed workflows (``keep_failed``, off by default): instead of deleting a failed workflow's
+checkpoint, the runner saves its last one again marked failed, for an operator to retry or
+cancel (``minions workflows``). Every store has a :class:`~minions.workflows.board.WorkflowBoard`
+(``StoreServices.board``) where the runners show the workflows they hold; a save that fails
+records its error there, and a workflow waiting to retry one can be woken from it.
+
 Deletes of finished workflows. A store with ``delete_context_soon`` (``SQLiteStateStore``) takes
 them without a commit of their own: they ride in its next transaction, nobody waits for them,
 and a failure is handled by the policy as above (logged and kept for a retry, or retried in the
