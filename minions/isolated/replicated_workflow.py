@@ -31,6 +31,7 @@ from ..core.host import Outcome
 from ..core.host import ReplicatedHost as ReplicatedHostBase
 from ..core.policy import Policy
 from ..core.status import LifecycleListener, ReplicaStatus
+from ..workflows.steps import current_workflow
 from .children import Zygotes
 from .replicas import Replica, ReplicaLauncher, ReplicaSet, Routing
 from .workflow import IsolatedWorkflowHost, StepOutcome, StepServer
@@ -136,10 +137,14 @@ class StepPool:
                     step, event, context, orchestration_id, workflow_id
                 )
                 return outcome
-            except ComponentCrashed:
+            except ComponentCrashed as exc:
                 if self._closed:
                     raise
-                # The replica died in this step: the step runs again on a live replica.
+                # The replica died in this step: the step runs again on a live replica. The
+                # death is the workflow's last error (``minions workflows`` shows it).
+                workflow = current_workflow.get(None)
+                if workflow is not None:
+                    workflow.error = f"{type(exc).__name__}: {exc}"
             finally:
                 self._release(member)
 

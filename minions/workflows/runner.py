@@ -716,6 +716,8 @@ class WorkflowRunner:
                     self._counters.observe_step(
                         self._spec.labels[index], time.perf_counter() - began
                     )
+                if workflow.error is not entry.last_error:
+                    self._note_error(workflow)  # met during the step, which then went on
                 index += 1
         except AbortWorkflow:
             logger.log(logging.INFO, "workflow.aborted", minion=self._name,
@@ -735,6 +737,12 @@ class WorkflowRunner:
             return "failed"
         logger.log(logging.DEBUG, "workflow.succeeded", minion=self._name, workflow=workflow_id)
         return "succeeded"
+
+    def _note_error(self, workflow: ActiveWorkflow) -> None:
+        """Show the workflow's last error on the board, and record it in its next checkpoint."""
+        workflow.entry.last_error = workflow.error
+        if workflow.encoder is not None:
+            workflow.encoder.set_history(workflow.attempts, workflow.error)
 
     async def _checkpoint(self, workflow: ActiveWorkflow, index: int) -> None:
         try:

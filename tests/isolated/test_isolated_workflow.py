@@ -515,3 +515,47 @@ async def test_scaling_a_workflow_minion_down_lets_its_steps_in_flight_finish(
     assert not psutil.pid_exists(removed.pid) or (
         psutil.Process(removed.pid).status() == psutil.STATUS_ZOMBIE
     )
+
+
+class CrashOnce(
+    Minion[Job, JobContext],
+    isolated=Isolation(replicas=2),
+    backoff=Backoff(initial=5, jitter=0),
+):
+    """Job 1's first step kills its replica once; the step runs again on the other one."""
+
+    jobs: Jobs
+    ledger: Ledger
+
+    @minion_step
+    async def start(self) -> None:
+        if self.event.number == 1 and await self.ledger.first_crash(1):
+            os._exit(7)
+
+    @minion_step
+    async def report(self) -> None:
+        await self.ledger.ran(self.event.number, "report", os.getpid(), 0)
+
+
+async def test_a_replicas_death_in_a_step_is_the_workflows_last_error(tmp_path: Path) -> None:
+    """A replicated minion's step that loses its replica runs again on another one within the
+    same attempt; the death is the workflow's last error on the board and in the checkpoint of
+    its next step."""
+    _reset(expected=3)
+    Ledger.hold = 1
+    config: dict[str, Any] = {"WorkflowStore": {"path": str(tmp_path / "state.sqlite3")}}
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path, config=config) as rt:
+            await rt.start(CrashOnce)
+            await Ledger.held.wait()
+            store = rt.instances()["WorkflowStore"]
+            assert isinstance(store, WorkflowStore)
+            (entry,) = [e for e in store.services.board.entries() if e.step_index == 1]
+            rows = await store.state_store.get_all_contexts()
+            (row,) = [r for r in rows if r.workflow_id == entry.workflow_id]
+            Ledger.released.set()
+            await Ledger.done.wait()
+    assert (entry.state, entry.attempts) == ("running", 1)
+    assert entry.last_error is not None and entry.last_error.startswith("ComponentCrashed: ")
+    header = read_header(row.context)
+    assert (header.next_step, header.attempts, header.last_error) == ("report", 1, entry.last_error)
