@@ -652,9 +652,10 @@ class WorkflowRunner:
                 workflow=workflow.handle.workflow_id,
                 step=self._spec.labels[workflow.entry.step_index],
             )
-        # Its steps are done: the next event may start, and the outcome is final. The delete
-        # rides in the store's next transaction (see the module docstring).
+        # Its steps are done: the next event may start, and the outcome is final (no more
+        # cancelling it). The delete rides in the store's next transaction (module docstring).
         self._release(workflow)
+        self._live.pop(workflow.handle.workflow_id, None)
         self._counters.add(outcome)
         metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
         if outcome == "failed" and self._keep_failed and await self._keep(workflow):
