@@ -20,6 +20,7 @@ from ._process import ChildProcess as ChildProcess
 from ._process import ChildState as ChildState
 from ._process import spawn as spawn
 from ._protocol import DEFAULT_MAX_FRAME_BYTES as DEFAULT_MAX_FRAME_BYTES
+from ._protocol import unpack_untrusted as unpack_untrusted
 from ._remote import RemoteChild as RemoteChild
 from ._remote import remote_config as remote_config
 from ._remote_child import serve_remote as serve_remote
@@ -69,5 +70,6 @@ __all__ = [
     "resolve",
     "serve_remote",
     "spawn",
+    "unpack_untrusted",
     "unsupported_reason",
 ]

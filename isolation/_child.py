@@ -39,10 +39,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from ._channel import COMPONENT, LIFECYCLE
+from ._channel import COMPONENT, LIFECYCLE, configure_socket
 from ._errors import ErrorReport, ProtocolError
 from ._limits import apply_cpu_limit, apply_memory_limit
 from ._logs import forward_logs
+from ._protocol import DEFAULT_MAX_FRAME_BYTES
 from ._rpc import Peer
 from ._spare import take
 from ._spec import reference, resolve
@@ -94,6 +95,7 @@ class _Child:
     async def run(self) -> int:
         context, socket = self._context, self._socket
         try:
+            configure_socket(socket, self._max_frame or DEFAULT_MAX_FRAME_BYTES)
             socket.connect(self._endpoint)
             kwargs = {} if self._max_frame is None else {"max_frame_bytes": self._max_frame}
             peer = self._peer = Peer(

@@ -16,8 +16,9 @@ a runaway allocation or a tight loop at once:
   (whose default action ends the process), and one second later ``SIGKILL`` in case the child
   handles ``SIGXCPU``. The parent recognises either and reports "exceeded CPU limit N s".
 
-Timeouts (start, stop, heartbeat) are enforced by the parent; they live here because the user
-sets them in the same place, and so do the scale-out options (``replicas``, ``route_by``,
+Timeouts (start, stop, heartbeat) and the bounds on what a child may have running in the parent
+at once (calls in flight, streams open) are enforced by the parent; they live here because the
+user sets them in the same place, and so do the scale-out options (``replicas``, ``route_by``,
 ``workflows_per_replica``, ``backend``, ``num_cpus``): this package only validates them, the
 runtime acts on them.
 """
@@ -65,7 +66,9 @@ class Isolation:
     CPU time. ``start_timeout`` bounds the time from spawn to READY; ``stop_timeout`` the time a
     graceful stop may take before the child is sent SIGTERM and then SIGKILL. The child sends a
     heartbeat every ``heartbeat_interval`` seconds from its event loop; after ``heartbeat_timeout``
-    seconds without one it is considered hung and killed.
+    seconds without one it is considered hung and killed. ``max_calls_in_flight`` and
+    ``max_streams_open`` bound the calls and streams the child may have running in the parent
+    at once; one beyond is refused with an error (the child is not harmed).
 
     Scale-out (docs/scale-out.md): ``replicas`` runs the component as that many children (an
     int, or ``"cores"`` for one per CPU this process may use); ``None`` runs one child with no
@@ -86,6 +89,8 @@ class Isolation:
     workflows_per_replica: int = 64
     backend: Literal["process", "ray"] = "process"
     num_cpus: float | None = None
+    max_calls_in_flight: int = 4096
+    max_streams_open: int = 1024
 
     def __post_init__(self) -> None:
         if self.memory_mb is not None:
@@ -96,6 +101,8 @@ class Isolation:
         _check_positive("stop_timeout", self.stop_timeout)
         _check_positive("heartbeat_interval", self.heartbeat_interval)
         _check_positive("heartbeat_timeout", self.heartbeat_timeout)
+        _check_positive("max_calls_in_flight", self.max_calls_in_flight, integer=True)
+        _check_positive("max_streams_open", self.max_streams_open, integer=True)
         if self.heartbeat_timeout <= self.heartbeat_interval:
             raise ValueError(
                 f"Isolation(heartbeat_timeout={self.heartbeat_timeout!r}) must be longer than "

@@ -10,6 +10,12 @@ child's job): a debug event the parent would drop costs no message.
 
 Log calls may come from any thread of the child, but the channel belongs to the event loop's
 thread, so other threads hand their events over with ``call_soon_threadsafe``.
+
+In the parent, an event is hostile input like any other byte from a child: ``bounded_event``
+cuts it to a bounded number of fields of bounded size; its level is read from a fixed set
+(``LEVELS``, ``level_of``) and the logger name is only ever data, never used to pick a method
+or a logger. A :class:`LogLimiter` caps how many events per second a child may have logged (a
+burst is allowed); the ones beyond are counted and reported, not written.
 """
 
 from __future__ import annotations
@@ -25,9 +31,42 @@ from typing import Any
 
 import structlog
 
-__all__ = ["default_log_sink", "forward_logs", "to_plain"]
+__all__ = [
+    "LEVELS",
+    "LogLimiter",
+    "bounded_event",
+    "default_log_sink",
+    "forward_logs",
+    "level_of",
+    "to_plain",
+]
 
 Send = Callable[[dict[str, Any]], None]
+
+#: The levels a child's event may have; anything else is logged as "info".
+LEVELS = ("debug", "info", "warning", "error", "critical")
+_LEVEL_NAMES = {
+    **{level: level for level in LEVELS},
+    "warn": "warning",
+    "exception": "error",
+    "fatal": "critical",
+}
+_STDLIB_LEVELS = {
+    "debug": logging.DEBUG,
+    "info": logging.INFO,
+    "warning": logging.WARNING,
+    "error": logging.ERROR,
+    "critical": logging.CRITICAL,
+}
+#: Bounds of one event from a child: fields, characters of a key, of a text value (the
+#: ``exception`` field may be longer: a traceback), items of a list or map, nesting.
+MAX_FIELDS = 64
+MAX_KEY_CHARS = 100
+MAX_TEXT_CHARS = 4000
+MAX_EXCEPTION_CHARS = 32000
+MAX_ITEMS = 100
+_MAX_DEPTH = 4
+_FIRST = frozenset({"event", "level", "logger", "exception", "timestamp"})
 
 _PLAIN_SCALARS = (str, int, float, bool, type(None), bytes)
 #: structlog's method names, by level ("exception" logs at error; "msg" and "log" at info).
@@ -128,10 +167,95 @@ def _format_exc_info(exc_info: Any) -> str:
     return traceback.format_exc()
 
 
+def level_of(value: object) -> str:
+    """The level named by ``value``, one of ``LEVELS``; "info" for anything else."""
+    if isinstance(value, str) and len(value) <= 16:
+        return _LEVEL_NAMES.get(value.lower(), "info")
+    return "info"
+
+
+def _cut(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... [{len(text) - limit} more characters]"
+
+
+def _bounded(value: Any, depth: int = 0) -> Any:
+    if isinstance(value, str):
+        return _cut(value, MAX_TEXT_CHARS)
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, bytes):
+        return _cut(repr(value[: MAX_TEXT_CHARS + 1]), MAX_TEXT_CHARS)
+    if depth < _MAX_DEPTH and isinstance(value, list):
+        items = [_bounded(item, depth + 1) for item in value[:MAX_ITEMS]]
+        if len(value) > MAX_ITEMS:
+            items.append(f"... [{len(value) - MAX_ITEMS} more items]")
+        return items
+    if depth < _MAX_DEPTH and isinstance(value, dict):
+        fields = list(value.items())
+        bounded = {
+            _cut(str(key), MAX_KEY_CHARS): _bounded(item, depth + 1)
+            for key, item in fields[:MAX_ITEMS]
+        }
+        if len(fields) > MAX_ITEMS:
+            bounded["..."] = f"{len(fields) - MAX_ITEMS} more items"
+        return bounded
+    return f"<{type(value).__name__} nested too deeply>"
+
+
+def bounded_event(body: dict[Any, Any]) -> dict[str, Any]:
+    """A child's log event cut to size: at most ``MAX_FIELDS`` fields of bounded size, ``event``
+    a string. Its ``level`` is as bounded as any field, not checked: whoever logs the event reads
+    it from a fixed set (``level_of``, or the runtime's own) and treats anything else as such."""
+    event: dict[str, Any] = {}
+    # What says what the event is comes first, however many fields follow.
+    fields = sorted(body.items(), key=lambda item: item[0] not in _FIRST)
+    for key, value in fields[:MAX_FIELDS]:
+        name = _cut(str(key), MAX_KEY_CHARS)
+        if name == "exception" and isinstance(value, str):
+            event[name] = _cut(value, MAX_EXCEPTION_CHARS)
+        else:
+            event[name] = _bounded(value)
+    if len(fields) > MAX_FIELDS:
+        event["dropped_fields"] = len(fields) - MAX_FIELDS
+    event["event"] = _cut(str(event.get("event", "")), MAX_TEXT_CHARS)
+    return event
+
+
+class LogLimiter:
+    """At most ``rate`` events per second on average, ``burst`` at once (a token bucket).
+
+    ``admit(now)`` says whether one more event may be logged; refused ones are counted in
+    ``dropped`` until ``take_dropped()`` reports them.
+    """
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._last: float | None = None
+        self.dropped = 0
+
+    def admit(self, now: float) -> bool:
+        if self._last is not None:
+            self._tokens = min(self._burst, self._tokens + (now - self._last) * self._rate)
+        self._last = now
+        if self._tokens >= 1:
+            self._tokens -= 1
+            return True
+        self.dropped += 1
+        return False
+
+    def take_dropped(self) -> int:
+        dropped, self.dropped = self.dropped, 0
+        return dropped
+
+
 def default_log_sink(component: str, event: dict[str, Any]) -> None:
     """Re-emit a child's event through the parent's stdlib logging, under the component's name."""
-    level = logging.getLevelName(str(event.get("level", "info")).upper())
+    level = _STDLIB_LEVELS[level_of(event.get("level"))]
     message = str(event.get("event", ""))
     extra = {key: value for key, value in event.items() if key not in ("event", "level")}
     logger = logging.getLogger(f"isolation.{component}")
-    logger.log(level if isinstance(level, int) else logging.INFO, "%s %s", message, extra)
+    logger.log(level, "%s %s", message, extra)

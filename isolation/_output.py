@@ -6,6 +6,11 @@ traceback of a dying interpreter — arrives as lines tagged with the component'
 never corrupt the message channel, which is a separate socket. A line with no newline is cut at
 ``MAX_LINE_BYTES`` so that a child writing binary junk cannot make the parent buffer without
 bound; a last partial line is delivered when the pipe closes.
+
+A child writing without pause costs the parent bounded work: each wake-up reads at most
+``_READS_PER_WAKEUP`` chunks (the rest waits for the next pass of the event loop), and lines
+beyond ``LINES_PER_SECOND`` (after a burst of ``LINES_BURST``) are counted instead of delivered,
+then reported as one line. The last lines are kept in ``tail`` either way.
 """
 
 from __future__ import annotations
@@ -17,12 +22,19 @@ import sys
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["MAX_LINE_BYTES", "OutputPump", "default_output_sink"]
+from ._logs import LogLimiter
+
+__all__ = ["LINES_PER_SECOND", "MAX_LINE_BYTES", "OutputPump", "default_output_sink"]
 
 MAX_LINE_BYTES = 64 * 1024
 #: Lines kept for ``tail``: enough for a traceback's end.
 TAIL_LINES = 30
 _READ_BYTES = 64 * 1024
+_READS_PER_WAKEUP = 16
+_READS_AT_CLOSE = 64  # what a writer that outlives the child may still get in
+#: Lines per second delivered on average, and at once, per stream of a child.
+LINES_PER_SECOND = 1000
+LINES_BURST = 5000
 
 OutputSink = Callable[[str, str, str], None]
 
@@ -42,6 +54,7 @@ class OutputPump:
         self._sink = sink
         self._buffer = bytearray()
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)  # the last lines, for error messages
+        self._limiter = LogLimiter(LINES_PER_SECOND, LINES_BURST)
         self._loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
         os.set_blocking(fd, False)
@@ -57,7 +70,7 @@ class OutputPump:
         if self._fd < 0:
             return
         self._loop.remove_reader(self._fd)
-        self._drain_available()
+        self._drain_available(_READS_AT_CLOSE)
         self._flush_partial()
         os.close(self._fd)
         self._fd = -1
@@ -69,9 +82,9 @@ class OutputPump:
             self._loop.remove_reader(self._fd)
             self._closed.set()
 
-    def _drain_available(self) -> bool:
-        """Read what is there now; False at end of file."""
-        while True:
+    def _drain_available(self, reads: int = _READS_PER_WAKEUP) -> bool:
+        """Read what is there now (at most ``reads`` chunks); False at end of file."""
+        for _ in range(reads):
             try:
                 chunk = os.read(self._fd, _READ_BYTES)
             except BlockingIOError:
@@ -82,6 +95,7 @@ class OutputPump:
                 return False
             self._buffer += chunk
             self._emit_lines()
+        return True
 
     def _emit_lines(self) -> None:
         while True:
@@ -103,6 +117,14 @@ class OutputPump:
     def _deliver(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace").removesuffix("\r")
         self.tail.append(line)
+        if not self._limiter.admit(self._loop.time()):
+            return
+        dropped = self._limiter.take_dropped()
+        if dropped:
+            self._send(f"[{dropped} lines not forwarded: over {LINES_PER_SECOND} lines per second]")
+        self._send(line)
+
+    def _send(self, line: str) -> None:
         try:
             self._sink(self._component, self._stream, line)
         except Exception as exc:

@@ -35,8 +35,10 @@ from typing import Any
 
 import msgpack  # type: ignore[import-untyped]  # ships no type information
 import zmq
+import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
-from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, LIFECYCLE
+from ._channel import COMPONENT, CONTROL_SOCKET_TYPE, LIFECYCLE, configure_socket
 from ._errors import (
     ChildStartError,
     ComponentCrashed,
@@ -46,8 +48,9 @@ from ._errors import (
 )
 from ._exit import ChildExit, describe_status
 from ._interface import remote_interface
-from ._logs import default_log_sink
+from ._logs import LogLimiter, bounded_event, default_log_sink
 from ._output import OutputPump, default_output_sink
+from ._protocol import DEFAULT_MAX_FRAME_BYTES
 from ._rpc import Peer
 from ._spec import ChildSpec, resolve
 from ._zygote import ExitStatus, Forked, Zygote
@@ -65,6 +68,11 @@ _OUTPUT_GRACE_SECONDS = 0.5
 _INLINE_INIT_BYTES = 32 * 1024
 #: Upper bound on the wait between SIGTERM and SIGKILL when a stop is escalated.
 _TERM_GRACE_SECONDS = 1.0
+#: How long a child whose connection dropped may take to die before it is killed for it.
+_DISCONNECT_GRACE_SECONDS = 0.5
+#: Log events per second a child may have logged on average, and at once.
+LOG_EVENTS_PER_SECOND = 1000
+LOG_EVENTS_BURST = 5000
 
 LogSink = Callable[[str, dict[str, Any]], None]
 OutputSink = Callable[[str, str, str], None]
@@ -110,6 +118,7 @@ async def spawn(
     path = zygote.socket_path(zygote.next_socket_name())
     socket = zygote.zmq_context().socket(CONTROL_SOCKET_TYPE)
     socket.setsockopt(zmq.LINGER, 0)
+    configure_socket(socket, DEFAULT_MAX_FRAME_BYTES)
     try:
         socket.bind(f"ipc://{path}")
     except zmq.ZMQError as exc:
@@ -227,9 +236,18 @@ class ChildProcess:
         self._services: Mapping[str, object] = {}
         self._service_classes: Mapping[str, type] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._peer = Peer(socket, component=spec.component, on_control=self._on_control)
+        self._log_limiter = LogLimiter(LOG_EVENTS_PER_SECOND, LOG_EVENTS_BURST)
+        self._peer = Peer(
+            socket,
+            component=spec.component,
+            on_control=self._on_control,
+            max_calls_in_flight=spec.isolation.max_calls_in_flight,
+            max_streams_open=spec.isolation.max_streams_open,
+        )
         loop.add_reader(self._pidfd, self._on_death)
         zygote.adopt(self)
+        self._monitor = socket.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._spawn_task(self._watch_connection())
         self._spawn_task(self._receive())
         self._finisher = loop.create_task(self._finish())
 
@@ -360,8 +378,24 @@ class ChildProcess:
         if not isinstance(body, dict):
             self._violation("sent a log event that is not a map")
             return
+        limiter = self._log_limiter
+        if not limiter.admit(self._loop.time()):
+            return
+        dropped = limiter.take_dropped()
+        if dropped:
+            self._emit_log(
+                {
+                    "event": "child.logs_dropped",
+                    "level": "warning",
+                    "dropped": dropped,
+                    "reason": f"over {LOG_EVENTS_PER_SECOND} log events per second",
+                }
+            )
+        self._emit_log(bounded_event(body))
+
+    def _emit_log(self, event: dict[str, Any]) -> None:
         try:
-            self._on_log(self.component, body)
+            self._on_log(self.component, event)
         except Exception as exc:
             self._loop.call_exception_handler(
                 {"message": f"log callback failed for {self.component}", "exception": exc}
@@ -372,6 +406,31 @@ class ChildProcess:
             await self._peer.run()
         except ProtocolError as exc:
             self._violation(f"sent a malformed frame: {exc}")
+
+    async def _watch_connection(self) -> None:
+        """Kill a child that lives on after its connection dropped.
+
+        ZeroMQ drops a frame over the size limit together with the connection that carried it
+        (and the child's socket reconnects); a child that ends closes its connection too, and
+        dies a moment later, so only a child still alive after a grace period is killed.
+        """
+        # The monitor is read without pause until the child is released, and closed only after
+        # the channel's socket stopped reporting to it: ZeroMQ blocks the thread reporting an
+        # event to a monitor that is not read.
+        checking = False
+        while True:
+            event = parse_monitor_message(await self._monitor.recv_multipart())
+            if event["event"] == zmq.EVENT_DISCONNECTED and self._report is None and not checking:
+                checking = True
+                self._spawn_task(self._check_dropped())
+
+    async def _check_dropped(self) -> None:
+        if not await self._died_within(_DISCONNECT_GRACE_SECONDS):
+            self._violation(
+                "sent a malformed frame: its connection dropped while it lived on (a frame "
+                f"over the {DEFAULT_MAX_FRAME_BYTES}-byte limit is dropped with the connection "
+                "that carried it)"
+            )
 
     # -- deciding to end it ---------------------------------------------------------------------
 
@@ -470,6 +529,9 @@ class ChildProcess:
         try:
             await self._peer.aclose()
         finally:
+            with contextlib.suppress(zmq.ZMQError):
+                self._socket.disable_monitor()
+            self._monitor.close(linger=0)
             self._socket.close()
             _unlink(self._path)
             os.close(self._pidfd)

@@ -52,11 +52,14 @@ __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "VERSION",
     "ErrorCode",
+    "FrameDecoder",
     "Kind",
     "build_frames",
     "decode_frame",
     "pack",
     "pack_value",
+    "unpack_untrusted",
+    "unpacker",
     "wire_default",
 ]
 
@@ -220,38 +223,83 @@ def _refuse_ext(code: int, data: bytes) -> NoReturn:
     raise ValueError(f"msgpack extension type {code} is not part of the protocol")
 
 
-def decode_frame(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> list[list[Any]]:
-    """Decode and check one frame; return its messages as ``[v, kind, id, *fields]`` lists.
+def unpacker(max_bytes: int) -> Any:
+    """A msgpack ``Unpacker`` for untrusted input: no extension types at all, ``max_bytes``.
 
-    Raises ProtocolError when the frame is too large, is not msgpack, is truncated, or holds
-    anything but well-formed messages of this protocol version.
+    msgpack decodes its timestamp extension (type -1) natively, before any ``ext_hook`` is
+    asked; ``max_ext_len=0`` refuses every extension with data, that one included, and the hook
+    refuses the empty ones.
     """
-    if len(frame) > max_frame_bytes:
-        raise ProtocolError(
-            f"received a frame of {len(frame)} bytes, over the {max_frame_bytes}-byte limit; "
-            "raise max_frame_bytes on both peers or send smaller values"
-        )
-    try:
-        messages = msgpack.unpackb(
-            frame,
-            raw=False,
-            use_list=True,
-            strict_map_key=False,
-            ext_hook=_refuse_ext,
-            timestamp=0,
-        )
-    except Exception as exc:  # msgpack raises several unrelated types for bad input
-        raise ProtocolError(
-            f"received a frame that is not valid msgpack ({len(frame)} bytes, "
-            f"starting {frame[:16]!r}): {exc}; is something else writing to this socket?"
-        ) from exc
-    if type(messages) is not list or not messages:
-        raise ProtocolError(
-            f"received a frame holding {_describe(messages)}, expected a non-empty array of "
-            "messages; is something else writing to this socket?"
-        )
-    fast = _FAST_CHECKS
-    for message in messages:
+    return msgpack.Unpacker(
+        raw=False,
+        use_list=True,
+        strict_map_key=False,
+        ext_hook=_refuse_ext,
+        max_ext_len=0,
+        max_buffer_size=max(max_bytes, 1),
+    )
+
+
+def unpack_untrusted(data: bytes) -> Any:
+    """Decode one msgpack value from outside this process: no extension types (see
+    :func:`unpacker`). Raises what msgpack raises (ValueError and its kin) for bad input."""
+    return msgpack.unpackb(
+        data,
+        raw=False,
+        use_list=True,
+        strict_map_key=False,
+        ext_hook=_refuse_ext,
+        max_ext_len=0,
+    )
+
+
+class FrameDecoder:
+    """Decodes frames one message at a time, checking each, so that a receiver can handle a
+    large frame in slices and let the event loop run in between.
+
+    :meth:`start` takes a frame and reads its header; :meth:`next` returns its messages in
+    order while :attr:`pending` says more are left. Every problem is a ProtocolError; after one
+    the decoder must not be used again. A frame's messages are checked as they are read, so the
+    first ones of a frame may have been handed out before a bad one further on is found.
+    """
+
+    __slots__ = ("_end", "_frame", "_max_frame", "_unpacker", "pending")
+
+    def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
+        self._max_frame = max_frame_bytes
+        self._unpacker = unpacker(max_frame_bytes)
+        self._end = 0  # bytes fed so far: where the current frame ends in the stream
+        self._frame = b""  # the current frame, for error messages
+        #: Messages of the current frame not read yet.
+        self.pending = 0
+
+    def start(self, frame: bytes) -> None:
+        """Begin a frame (the previous one must be finished)."""
+        if len(frame) > self._max_frame:
+            raise ProtocolError(
+                f"received a frame of {len(frame)} bytes, over the {self._max_frame}-byte limit; "
+                "raise max_frame_bytes on both peers or send smaller values"
+            )
+        self._frame = frame
+        self._unpacker.feed(frame)
+        self._end += len(frame)
+        try:
+            count = self._unpacker.read_array_header()
+        except Exception as exc:  # msgpack raises several unrelated types for bad input
+            raise _frame_error(frame) from exc
+        if not count:
+            raise _frame_error(frame)
+        self.pending = count
+
+    def next(self) -> list[Any]:
+        """The next message of the frame, checked."""
+        try:
+            message = self._unpacker.unpack()
+        except Exception as exc:  # msgpack raises several unrelated types for bad input
+            raise _not_msgpack(self._frame, exc) from exc
+        self.pending -= 1
+        if not self.pending and self._unpacker.tell() != self._end:
+            raise _not_msgpack(self._frame, "extra bytes after the last message")
         # The fast path accepts the common well-formed message in a few type checks; anything
         # it does not accept goes to check_message, which decides and names the problem.
         if not (
@@ -262,10 +310,70 @@ def decode_frame(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -
             and type(message[2]) is int
             and 0 <= message[2] <= _MAX_ID
             and type(message[1]) is int
-            and fast.get(message[1], _reject)(message)
+            and _FAST_CHECKS.get(message[1], _reject)(message)
         ):
-            check_message(message)
+            try:
+                check_message(message)
+            except ProtocolError:
+                # A frame that is not even msgpack says more about what is writing to the
+                # socket than the first odd message in it does.
+                _check_whole_frame(self._frame)
+                raise
+        return message  # type: ignore[no-any-return]
+
+
+def decode_frame(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> list[list[Any]]:
+    """Decode and check one whole frame; return its messages as ``[v, kind, id, *fields]`` lists.
+
+    Raises ProtocolError when the frame is too large, is not msgpack, is truncated, or holds
+    anything but well-formed messages of this protocol version.
+    """
+    decoder = FrameDecoder(max_frame_bytes)
+    decoder.start(frame)
+    messages = []
+    while decoder.pending:
+        messages.append(decoder.next())
     return messages
+
+
+def _not_msgpack(frame: bytes, problem: object) -> ProtocolError:
+    if "max_ext_len" in str(problem):
+        problem = _extension_problem(frame)
+    return ProtocolError(
+        f"received a frame that is not valid msgpack ({len(frame)} bytes, "
+        f"starting {frame[:16]!r}): {problem}; is something else writing to this socket?"
+    )
+
+
+def _check_whole_frame(frame: bytes) -> None:
+    try:
+        unpack_untrusted(frame)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        raise _not_msgpack(frame, exc) from exc
+
+
+def _extension_problem(frame: bytes) -> str:
+    """Name the extension type a frame carries (decoded again, permissively, only to say)."""
+    try:
+        msgpack.unpackb(frame, ext_hook=_refuse_ext, timestamp=0, strict_map_key=False)
+    except ValueError as exc:
+        if "extension type" in str(exc):
+            return str(exc)
+    except Exception:  # msgpack raises several unrelated types for bad input
+        pass
+    return "msgpack extension type -1 (timestamp) is not part of the protocol"
+
+
+def _frame_error(frame: bytes) -> ProtocolError:
+    """Why a frame does not start with a non-empty array of messages (decoded once, to say)."""
+    try:
+        value = unpack_untrusted(frame)
+    except Exception as exc:  # msgpack raises several unrelated types for bad input
+        return _not_msgpack(frame, exc)
+    return ProtocolError(
+        f"received a frame holding {_describe(value)}, expected a non-empty array of "
+        "messages; is something else writing to this socket?"
+    )
 
 
 def _reject(message: list[Any]) -> bool:

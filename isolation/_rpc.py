@@ -15,6 +15,12 @@ BROKEN: the other end died or misbehaved; new calls and streams fail at once wit
 ComponentCrashed, control messages can still be sent and received. CLOSED: nothing more is
 sent or received; every call, stream and served task has ended.
 
+What the other end may cost this side is bounded: each frame is read in slices of at most
+``SLICE_SECONDS`` of work (a frame of millions of small messages is handled over many event-loop
+passes, so other channels and tasks keep their turn); with ``max_calls_in_flight`` and
+``max_streams_open`` the other end's calls and streams running here are limited, and the ones
+beyond are refused at once with an error that says so.
+
 How a message moves, and why it is fast: a call's arguments are encoded and packed in the
 caller (so an unencodable value raises there, naming the parameter) and queued on the
 :class:`~isolation._transport.Transport`, which sends everything produced in one event-loop pass
@@ -46,14 +52,14 @@ from ._protocol import (
     DEFAULT_MAX_FRAME_BYTES,
     FRAME_HEADER_BYTES,
     ErrorCode,
+    FrameDecoder,
     Kind,
-    decode_frame,
     pack,
 )
 from ._proxy import build_proxy
 from ._server import Server
 from ._stream import DEFAULT_STREAM_CREDIT, StreamReader
-from ._transport import Transport
+from ._transport import SLICE_SECONDS, Transport
 
 __all__ = ["Peer", "PeerState", "PeerStatistics"]
 
@@ -71,6 +77,7 @@ _PACK_ERRORS: Final = (TypeError, ValueError, OverflowError)
 #: Time spent handling one frame's messages after which the replies so far are sent at once.
 _SLOW_DISPATCH_SECONDS: Final = 0.0005
 _perf = time.perf_counter
+_clock = _perf
 
 
 class PeerState(enum.Enum):
@@ -101,7 +108,9 @@ class Peer:
     ends). ``stream_credit`` is the window of items a stream's producer may run ahead of its
     consumer. ``on_control(kind, body)`` receives control messages; if it raises, the channel
     is broken and :meth:`run` raises that error (raise ProtocolError for a message that must
-    not happen). Create the Peer inside the event loop that will run it.
+    not happen). ``max_calls_in_flight`` and ``max_streams_open`` bound the other end's calls
+    and streams running here at once (None: no bound). Create the Peer inside the event loop
+    that will run it.
     """
 
     def __init__(
@@ -112,6 +121,8 @@ class Peer:
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         on_control: Callable[[str, Any], None] | None = None,
         stream_credit: int = DEFAULT_STREAM_CREDIT,
+        max_calls_in_flight: int | None = None,
+        max_streams_open: int | None = None,
     ) -> None:
         if max_frame_bytes <= FRAME_HEADER_BYTES + 16:
             raise ValueError(f"max_frame_bytes must be more than 21 bytes, got {max_frame_bytes}")
@@ -127,12 +138,13 @@ class Peer:
         self._state = PeerState.OPEN
         self._failure: BaseException | None = None  # why it is BROKEN
         self._fatal: BaseException | None = None  # why receiving stopped for good
+        self._decoder = FrameDecoder(max_frame_bytes)
         self._transport = transport = Transport(
             socket,
             self._loop,
             name=component,
             max_frame_bytes=max_frame_bytes,
-            on_frame=self._dispatch,
+            on_frame=self._on_frame,
             on_failure=self._break,
         )
         self._enqueue = transport.send
@@ -144,7 +156,13 @@ class Peer:
         self._streams: dict[int, StreamReader] = {}
         # Incoming: the other side's calls and streams, answered by the server.
         self._server = server = Server(
-            self._loop, transport.send, self._max_message, max_frame_bytes
+            self._loop,
+            transport.send,
+            self._max_message,
+            max_frame_bytes,
+            max_calls=max_calls_in_flight,
+            max_streams=max_streams_open,
+            peer=component,
         )
         self._handlers: dict[int, Callable[[list[Any]], None]] = {
             _CALL: server.on_call,
@@ -346,19 +364,43 @@ class Peer:
 
     # -- receiving --------------------------------------------------------------------------
 
-    def _dispatch(self, frame: bytes) -> None:
+    def _on_frame(self, frame: bytes, deadline: float) -> bool:
+        """Handle a frame's messages until ``deadline``; False if some are left for later."""
+        self._decoder.start(frame)
+        return self._handle_pending(deadline)
+
+    def _handle_pending(self, deadline: float) -> bool:
+        decoder = self._decoder
         handlers = self._handlers
-        began = _perf()
-        for message in decode_frame(frame, self._max_frame):
+        began = _clock()
+        while decoder.pending:
+            message = decoder.next()
             handlers[message[1]](message)
-            now = _perf()
+            now = _clock()
             if now - began > _SLOW_DISPATCH_SECONDS:
                 # Calls that ran long (CPU-bound methods answer without suspending) send their
                 # replies now, not after the rest of the frame's calls: their callers, and a
-                # router counting calls in flight, hear of them as soon as they are done. (This
-                # runs inside the reader callback, which looks for more frames itself.)
+                # router counting calls in flight, hear of them as soon as they are done. (The
+                # reader callback, or resume(), looks for more frames itself.)
                 self._transport.flush(recheck=False)
                 began = now
+            if decoder.pending and now >= deadline:
+                # The rest of the frame waits for the next pass; the transport reads nothing
+                # more meanwhile.
+                self._loop.call_soon(self._handle_rest)
+                return False
+        return True
+
+    def _handle_rest(self) -> None:
+        if self._state is PeerState.CLOSED or self._fatal is not None:
+            return
+        try:
+            done = self._handle_pending(_clock() + SLICE_SECONDS)
+        except Exception as exc:  # a bad message, or a handler rejecting one
+            self._break(exc)
+            return
+        if done:
+            self._transport.resume()
 
     def _break(self, exc: BaseException) -> None:
         """The channel cannot go on: fail what waits here and make run() raise ``exc``."""

@@ -15,6 +15,11 @@ name, message, traceback), a SerializationError for arguments or results that fa
 annotations, an AttributeError for a name that is not a remote method, a LookupError for a
 name nothing is served under. A task cancelled from this side (by CANCEL or because the channel
 closes) answers nothing: nobody is waiting for it any more.
+
+The other side's calls and streams running here at once may be bounded (``max_calls``,
+``max_streams``): one beyond the bound is answered at once with a RuntimeError saying so, and
+costs nothing more, so a flood of calls or of streams opened without credit cannot make this
+side hold a task for each.
 """
 
 from __future__ import annotations
@@ -58,8 +63,15 @@ class Server:
         send: Callable[[bytes], None],
         max_message: int,
         max_frame: int,
+        *,
+        max_calls: int | None = None,
+        max_streams: int | None = None,
+        peer: str = "the other side",
     ) -> None:
         self._loop = loop
+        self._max_calls = max_calls
+        self._max_streams = max_streams
+        self._peer = peer
         self._send = send
         self._max_message = max_message
         self._max_frame = max_frame
@@ -133,7 +145,25 @@ class Server:
             self._reply_error(reply_kind, message[2], exc, ErrorCode.SERIALIZATION)
             return None
 
+    def _over_limit(self, message: list[Any], stream: bool) -> bool:
+        """Refuse a call or stream beyond the bound (answering it); True if refused."""
+        streams = len(self._credits)
+        if stream:
+            limit, running, what = self._max_streams, streams, "streams open"
+        else:
+            limit, running, what = self._max_calls, len(self._running) - streams, "calls in flight"
+        if limit is None or running < limit:
+            return False
+        refusal = RuntimeError(
+            f"{self._peer} has {running} {what} here, the most it may have at once; "
+            f"{message[3]}.{message[4]} was refused: wait for some to finish"
+        )
+        self._reply_error(_STREAM_ERROR if stream else _ERROR, message[2], refusal)
+        return True
+
     def on_call(self, message: list[Any]) -> None:
+        if self._max_calls is not None and self._over_limit(message, stream=False):
+            return
         found = self._lookup(message, stream=False)
         if found is None:
             return
@@ -187,6 +217,8 @@ class Server:
             task.cancel()
 
     def on_stream_open(self, message: list[Any]) -> None:
+        if self._max_streams is not None and self._over_limit(message, stream=True):
+            return
         found = self._lookup(message, stream=True)
         if found is None:
             return

@@ -7,8 +7,16 @@ one ZeroMQ message) and sends them without blocking. Frames a full or not-yet-co
 refuses wait, in order, until the socket says it can take more.
 
 Receiving: while reading is on, a reader callback on the socket's file descriptor drains it and
-hands each frame to ``on_frame``, at most a bounded number per wake-up so other callbacks get
-their turn; replies produced meanwhile are flushed before the callback returns.
+hands each frame to ``on_frame``, within a bounded *slice* per wake-up (``SLICE_SECONDS`` of
+work and at most ``_MAX_FRAMES_PER_WAKEUP`` frames) so that other callbacks get their turn
+however fast the other end writes; replies produced meanwhile are flushed before the callback
+returns. ``on_frame`` gets the slice's deadline and may keep part of a large frame for later: it
+returns False, and calls :meth:`Transport.resume` once it has handled the rest (nothing more is
+read meanwhile, so at most one frame waits in this process).
+
+The other end cannot make this side hold unbounded data either: frames the socket refuses
+(a peer that does not read) wait in order up to ``MAX_UNSENT_BYTES``; beyond that the channel
+fails, since its other end has stopped reading it.
 
 ZeroMQ's descriptor is edge-triggered and any socket operation may consume the edge: after
 sends the socket is asked whether messages arrived meanwhile, so none waits for the next edge.
@@ -21,16 +29,17 @@ here skip zmq.asyncio's future machinery, which the transport never needs.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, Final
 
 import zmq
 
-from ._errors import ComponentCrashed
+from ._errors import ComponentCrashed, ProtocolError
 from ._protocol import build_frames
 
-__all__ = ["Transport"]
+__all__ = ["MAX_UNSENT_BYTES", "SLICE_SECONDS", "Transport"]
 
 _send = zmq.Socket.send
 _recv = zmq.Socket.recv
@@ -40,6 +49,11 @@ _EVENTS: Final = zmq.EVENTS
 _POLLIN: Final = zmq.POLLIN
 _POLLOUT: Final = zmq.POLLOUT
 _MAX_FRAMES_PER_WAKEUP: Final = 64  # then let other callbacks run before reading on
+_clock = time.perf_counter
+#: Work done for one channel before other callbacks of the event loop get their turn.
+SLICE_SECONDS: Final = 0.002
+#: Frames waiting for a peer that does not read, beyond which the channel fails.
+MAX_UNSENT_BYTES: Final = 256 * 1024 * 1024
 
 
 class Transport:
@@ -52,7 +66,7 @@ class Transport:
         *,
         name: str,
         max_frame_bytes: int,
-        on_frame: Callable[[bytes], None],
+        on_frame: Callable[[bytes, float], bool],
         on_failure: Callable[[BaseException], None],
     ) -> None:
         self._socket = socket
@@ -64,10 +78,12 @@ class Transport:
         self._on_failure = on_failure
         self._outbox: list[bytes] = []
         self._unsent: deque[bytes] = deque()
+        self._unsent_bytes = 0
         self._flush_scheduled = False
         self._read_scheduled = False
         self._reader_on = False
         self._reading = False
+        self._held = False  # on_frame keeps part of a frame: read nothing more until resume()
         self._closed = False
 
     @property
@@ -94,11 +110,18 @@ class Transport:
         self._reading = False
         self._sync_reader()
 
+    def resume(self) -> None:
+        """The consumer has handled the frame it held (see ``on_frame``): read on."""
+        self._held = False
+        if not self._closed:
+            self._schedule_read()
+
     def close(self) -> None:
         """Send nothing more (queued frames are dropped) and stop watching the socket."""
         self._closed = True
         self._outbox.clear()
         self._unsent.clear()
+        self._unsent_bytes = 0
         self._sync_reader()
 
     def flush(self, *, recheck: bool = True) -> None:
@@ -115,7 +138,9 @@ class Transport:
             self._on_failure(ComponentCrashed(f"the socket to {self._name} was closed"))
             return
         if self._outbox:
-            self._unsent.extend(build_frames(self._outbox, self._max_frame))
+            for frame in build_frames(self._outbox, self._max_frame):
+                self._unsent.append(frame)
+                self._unsent_bytes += len(frame)
             self._outbox = []
         unsent = self._unsent
         try:
@@ -124,10 +149,18 @@ class Transport:
                     _send(socket, unsent[0], _NOBLOCK)
                 except zmq.Again:
                     break  # full or not connected yet: the descriptor signals when it can take more
-                unsent.popleft()
+                self._unsent_bytes -= len(unsent.popleft())
             more = self._reading and int(_get(socket, _EVENTS)) & _POLLIN
         except zmq.ZMQError as exc:
             self._on_failure(ComponentCrashed(f"the socket to {self._name} failed: {exc}"))
+            return
+        if self._unsent_bytes > MAX_UNSENT_BYTES:
+            self._on_failure(
+                ProtocolError(
+                    f"{self._name} stopped reading its channel: {self._unsent_bytes} bytes "
+                    f"waited for it, over the {MAX_UNSENT_BYTES}-byte limit"
+                )
+            )
             return
         self._sync_reader()
         if more and recheck:
@@ -163,10 +196,13 @@ class Transport:
         try:
             events = int(_get(socket, _EVENTS))
             frames = 0
-            while events & _POLLIN and self._reading:
-                self._on_frame(_recv(socket, _NOBLOCK))
+            deadline = _clock() + SLICE_SECONDS
+            while events & _POLLIN and self._reading and not self._held:
+                if not self._on_frame(_recv(socket, _NOBLOCK), deadline):
+                    self._held = True  # the consumer calls resume() when it is done
+                    break
                 frames += 1
-                if frames == _MAX_FRAMES_PER_WAKEUP:
+                if frames == _MAX_FRAMES_PER_WAKEUP or _clock() >= deadline:
                     self._schedule_read()
                     break
                 events = int(_get(socket, _EVENTS))

@@ -48,6 +48,7 @@ from ._errors import IsolationError
 from ._fork import close_fds_except, fresh_stdio
 from ._interface import remote_interface
 from ._lifeline import die_with_parent
+from ._protocol import unpack_untrusted
 from ._spare import prepare as prepare_spare
 from ._spec import resolve
 
@@ -71,7 +72,7 @@ def pack(message: Mapping[str, Any]) -> bytes:
 
 def unpack(data: bytes) -> dict[str, Any]:
     try:
-        message = msgpack.unpackb(data)
+        message = unpack_untrusted(data)
     except (ValueError, msgpack.UnpackException) as exc:
         raise IsolationError(f"malformed zygote message: {exc}") from exc
     if not isinstance(message, dict) or not isinstance(message.get("op"), str):
@@ -283,7 +284,7 @@ def _run_child(job: dict[str, Any], stdio: list[int], zygote_pid: int) -> None:
 
 
 def _unpack_job(data: bytes) -> dict[str, Any]:
-    job = msgpack.unpackb(data)
+    job = unpack_untrusted(data)
     if not isinstance(job, dict) or not isinstance(job.get("entry"), str):
         raise IsolationError(f"malformed job from the zygote: {job!r}")
     return job

@@ -18,8 +18,10 @@ import msgpack  # type: ignore[import-untyped]  # ships no type information
 import zmq
 import zmq.asyncio
 
+from isolation import unpack_untrusted
+
 from ..core.errors import MinionsError
-from .control import PROTOCOL_VERSION, probe, socket_path
+from .control import MAX_ANSWER_BYTES, PROTOCOL_VERSION, probe, socket_path
 
 __all__ = [
     "AsyncControlClient",
@@ -74,6 +76,7 @@ class ControlClient:
         try:
             sock = context.socket(zmq.REQ)
             sock.setsockopt(zmq.LINGER, 0)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_ANSWER_BYTES)
             try:
                 sock.connect(f"ipc://{path}")
                 extra = {
@@ -115,6 +118,7 @@ class AsyncControlClient:
         path = check_socket(self.project_dir)
         sock = self._context.socket(zmq.REQ)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_ANSWER_BYTES)
         try:
             sock.connect(f"ipc://{path}")
             await sock.send(_request(op, name, fields))
@@ -170,7 +174,7 @@ def check_socket(project: Path) -> Path:
 
 def _unpack(body: bytes) -> Any:
     try:
-        return msgpack.unpackb(body)
+        return unpack_untrusted(body)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise ControlError(f"the system sent an unreadable answer: {exc}") from None
 

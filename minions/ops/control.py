@@ -65,6 +65,8 @@ import structlog
 import zmq
 import zmq.asyncio
 
+from isolation import unpack_untrusted
+
 from ..core.errors import MinionsError, RuntimeStateError, StartupError, UnknownComponentError
 from ..core.runtime import Runtime
 from ..core.status import ComponentStatus, ReplicaStatus
@@ -94,6 +96,10 @@ POINTER_NAME = "control.endpoint"
 _MAX_SOCKET_PATH = 100
 #: How long the last answers (to ``stop``) may take to leave when the socket closes.
 _CLOSE_LINGER_MS = 1000
+#: Requests are a few bytes; ZeroMQ drops anything larger before allocating it.
+MAX_REQUEST_BYTES = 64 * 1024
+#: Answers (a status of many components, a metrics exposition) stay well under this.
+MAX_ANSWER_BYTES = 16 * 1024 * 1024
 OPS = (
     frozenset(
         {"ping", "status", "restart", "stop", "redeploy", "scale", "metrics", "telemetry", "events"}
@@ -259,6 +265,7 @@ class ControlServer:
         context = zmq.asyncio.Context()
         sock = context.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REQUEST_BYTES)
         try:
             sock.bind(f"ipc://{path}")
             path.chmod(0o600)
@@ -480,7 +487,7 @@ class _Refusal(Exception):
 
 def _decode(body: bytes) -> Mapping[str, Any]:
     try:
-        request = msgpack.unpackb(body)
+        request = unpack_untrusted(body)
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
         raise _Refusal("bad_request", f"the request is not msgpack data: {exc}") from None
     if not isinstance(request, dict):

@@ -527,14 +527,25 @@ def read_plain(blob: bytes, *, workflow_id: str | None = None) -> tuple[Checkpoi
     return _unpack(blob, workflow_id)
 
 
+def _refuse_extension(code: int, data: bytes) -> Any:
+    raise ValueError(f"msgpack extension type {code} is not part of a checkpoint")
+
+
 def _unpack(blob: bytes, workflow_id: str | None) -> tuple[CheckpointHeader, Any, Any]:
     label = f"the checkpoint of workflow {workflow_id}" if workflow_id else "a stored checkpoint"
     fix = "Skip it, and delete it from the state store if it keeps appearing"
     if not isinstance(blob, bytes | bytearray | memoryview):
         raise CorruptCheckpoint(f"{label} is a {type(blob).__name__}, not bytes. {fix}")
     try:
+        # max_ext_len=0: no msgpack extension type is part of a checkpoint (msgpack would
+        # decode its timestamp type natively, before any ext_hook could refuse it).
         record = msgpack.unpackb(
-            blob, raw=False, strict_map_key=False, object_pairs_hook=_map_pairs
+            blob,
+            raw=False,
+            strict_map_key=False,
+            object_pairs_hook=_map_pairs,
+            max_ext_len=0,
+            ext_hook=_refuse_extension,
         )
     except Exception as exc:  # msgpack raises ValueError, ExtraData, FormatError, StackError...
         raise CorruptCheckpoint(

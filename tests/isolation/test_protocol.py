@@ -9,7 +9,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]  # ships no type information
 import pytest
 
-from isolation import DEFAULT_MAX_FRAME_BYTES, ProtocolError
+from isolation import DEFAULT_MAX_FRAME_BYTES, ProtocolError, unpack_untrusted
 from isolation._protocol import (
     FRAME_HEADER_BYTES,
     VERSION,
@@ -150,6 +150,16 @@ def test_extension_types_are_refused() -> None:
     payload = [[VERSION, Kind.RESULT, 1, msgpack.ExtType(5, b"zz")]]
     with pytest.raises(ProtocolError, match="extension type 5 is not part of the protocol"):
         decode_frame(bytes(msgpack.packb(payload)))
+
+
+def test_the_timestamp_extension_is_refused_too() -> None:
+    """msgpack decodes its timestamp type (-1) by itself, before any hook: it is refused all
+    the same, in a frame and by every other decoder of untrusted bytes."""
+    payload = [[VERSION, Kind.RESULT, 1, msgpack.Timestamp(1_700_000_000, 5)]]
+    with pytest.raises(ProtocolError, match=r"extension type -1 .* is not part of the protocol"):
+        decode_frame(bytes(msgpack.packb(payload)))
+    with pytest.raises(ValueError, match="max_ext_len"):
+        unpack_untrusted(bytes(msgpack.packb({"v": msgpack.Timestamp(1, 0)})))
 
 
 def test_deep_nesting_is_a_protocol_error_not_a_crash() -> None:

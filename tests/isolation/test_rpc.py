@@ -720,6 +720,87 @@ async def test_aclose_fails_callers_and_cancels_served_work(link: Link) -> None:
         await link.client.aclose()  # idempotent
 
 
+# -- what the other end may cost ----------------------------------------------------------------
+
+
+class LoopLag:
+    """Measures how late the event loop runs a callback scheduled every millisecond."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self.ticks = 0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.001
+            await asyncio.sleep(0.001)
+            self.worst = max(self.worst, loop.time() - due)
+            self.ticks += 1
+
+    def __enter__(self) -> LoopLag:
+        self._task = asyncio.ensure_future(self._probe())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+async def test_a_frame_of_a_million_messages_is_handled_in_slices(tmp_path: Path) -> None:
+    """One frame packed with a million small messages (a legal flood) is handled over many
+    passes of the event loop: no pass stalls it for long, and what follows still gets done."""
+    flood = [pack(Kind.CANCEL, i + 1) for i in range(1_000_000)]
+    async with raw_link(tmp_path) as (_peer, raw):
+        with anyio.fail_after(30), LoopLag() as lag:
+            await raw.send(frame(*flood, pack(Kind.CALL, 7, "prices", "pid", [], {})))
+            (reply,) = decode_frame(await raw.recv())
+    assert (reply[1], reply[2], reply[3]) == (Kind.RESULT, 7, os.getpid())
+    assert lag.ticks > 10  # the loop kept running while the frame was handled
+    assert lag.worst < 0.05, f"the event loop stalled {lag.worst * 1000:.0f} ms"
+
+
+async def test_calls_beyond_the_bound_are_refused_at_once(tmp_path: Path) -> None:
+    """With max_calls_in_flight, the other end's calls beyond the bound get an error saying
+    so; the ones running are unharmed, and room made by one ending is used again."""
+    async with raw_link(tmp_path, max_calls_in_flight=3) as (peer, raw):
+        with anyio.fail_after(10):
+            await raw.send(
+                frame(*(pack(Kind.CALL, i, "prices", "block", [], {}) for i in range(1, 6)))
+            )
+            refused: list[list[Any]] = []
+            while len(refused) < 2:
+                refused.extend(decode_frame(await raw.recv()))
+            assert peer.statistics().serving == 3
+            await raw.send(
+                frame(pack(Kind.CANCEL, 1), pack(Kind.CALL, 9, "prices", "ping", [], {}))
+            )
+            (answer,) = decode_frame(await raw.recv())
+    assert [(r[1], r[2], r[3]) for r in refused] == [
+        (Kind.ERROR, 4, "RuntimeError"),
+        (Kind.ERROR, 5, "RuntimeError"),
+    ]
+    assert "raw has 3 calls in flight here, the most it may have at once" in refused[0][4]
+    assert (answer[1], answer[2]) == (Kind.RESULT, 9)
+
+
+async def test_streams_beyond_the_bound_are_refused_at_once(tmp_path: Path) -> None:
+    """Streams opened without credit hold nothing beyond max_streams_open: the rest are
+    refused with a STREAM_ERROR."""
+    opens = [pack(Kind.STREAM_OPEN, i, "prices", "flood", [], {}, 0) for i in range(1, 101)]
+    async with raw_link(tmp_path, max_streams_open=2) as (peer, raw):
+        with anyio.fail_after(10):
+            await raw.send(frame(*opens))
+            refused: list[list[Any]] = []
+            while len(refused) < 98:
+                refused.extend(decode_frame(await raw.recv()))
+            assert peer.statistics().serving == 2
+    assert {r[1] for r in refused} == {Kind.STREAM_ERROR}
+    assert sorted(r[2] for r in refused) == list(range(3, 101))
+    assert "2 streams open here" in refused[0][4]
+
+
 # -- garbage on the wire ------------------------------------------------------------------------
 
 
