@@ -373,7 +373,7 @@ def _kill_orphan(forked: Forked) -> None:
 
 def _make_private_dir(run_dir: Path) -> Path:
     """A fresh 0700 directory for this runtime's sockets, under ``run_dir`` when paths fit."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     if len(str(run_dir.resolve())) + 12 + _SOCKET_NAME_ROOM <= _MAX_SOCKET_PATH:
         return Path(tempfile.mkdtemp(prefix="ipc-", dir=run_dir)).resolve()
     # A deep project folder would make socket paths too long for AF_UNIX; the system's temporary

@@ -20,6 +20,7 @@ As in the original project, a class definition the runtime rejects is a ``TypeEr
 from .core.errors import ConfigError as ConfigError
 from .core.errors import DefinitionError as DefinitionError
 from .core.errors import MinionsError as MinionsError
+from .core.errors import PrivateDirectoryError as PrivateDirectoryError
 from .core.errors import RuntimeStateError as RuntimeStateError
 from .core.errors import StartupError as StartupError
 from .core.errors import TaskCancellationError as TaskCancellationError
@@ -50,6 +51,7 @@ __all__ = [
     "IncompatibleCheckpoint",
     "MinionsError",
     "PersistenceError",
+    "PrivateDirectoryError",
     "RuntimeStateError",
     "StartupError",
     "StateStoreClosed",

@@ -10,6 +10,7 @@ Grouped by what the caller does about them::
     │   ├── ComponentOptionsError       an invalid option or identity value     (also ValueError)
     │   └── ConfigError                 minions.toml or an override fails validation (ValueError)
     ├── StartupError                    a component failed to start (startup() raised or timed out)
+    ├── PrivateDirectoryError           .minions/ is unsafe: another user could change it
     ├── RuntimeStateError (RuntimeError) an operation that the current state forbids
     │   └── UnknownComponentError       a name or class this runtime does not run (LookupError)
     └── TaskCancellationError           a background task did not end cleanly when cancelled
@@ -73,6 +74,11 @@ class StartupError(MinionsError):
     def __init__(self, component: str, message: str) -> None:
         self.component = component
         super().__init__(message)
+
+
+class PrivateDirectoryError(MinionsError):
+    """The project's private directory (``.minions/``) cannot be made safe: another user owns it
+    or could change a directory on its path. The message names the directory and the fix."""
 
 
 class RuntimeStateError(MinionsError, RuntimeError):

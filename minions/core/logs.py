@@ -6,7 +6,8 @@
 * on a terminal, readable lines on stderr; otherwise (a pipe, a service manager) JSON lines;
 * always JSON lines in ``<project>/.minions/logs/minions.log``, rotated by size: when it would
   pass ``max_bytes`` it becomes ``minions.log.1`` (the older ones shift to ``.2`` ...), and the
-  ``backups`` newest rotated files are kept;
+  ``backups`` newest rotated files are kept; owner-only (the directory 0700, each file 0600;
+  see :mod:`minions.core.private`);
 * every event logged while a component runs carries ``component=<name>``, including events that
   user code logs through ``structlog.get_logger()`` or the standard ``logging`` module;
 * lifecycle events are named ``component.starting|started|crashed|restarting|stopped|given_up``.
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import structlog
+
+from .private import PRIVATE_DIR_NAME, private_dir, private_file
 
 LOG_FILE_NAME = "minions.log"
 #: The log levels Minions knows, lowest first (the names of the standard library's levels).
@@ -45,7 +48,7 @@ def level_number(level: str | int) -> int:
 
 
 def log_dir(project_dir: Path) -> Path:
-    return project_dir / ".minions" / "logs"
+    return project_dir / PRIVATE_DIR_NAME / "logs"
 
 
 def configure_logging(
@@ -101,15 +104,22 @@ def configure_logging(
     _install(root, console)
     path: Path | None = None
     if project_dir is not None:
-        path = log_dir(project_dir) / LOG_FILE_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        file_handler = logging.handlers.RotatingFileHandler(
+        path = private_file(private_dir(log_dir(project_dir), root=project_dir) / LOG_FILE_NAME)
+        file_handler = _PrivateRotatingFileHandler(
             path, maxBytes=max_bytes, backupCount=backups, encoding="utf-8"
         )
         file_handler.setFormatter(_formatter(shared, json_renderer))
         _install(root, file_handler)
     root.setLevel(number)
     return path
+
+
+class _PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Rotates by size; every file it opens (the first, and each after a rotation) is 0600."""
+
+    def _open(self) -> Any:
+        private_file(Path(self.baseFilename))
+        return super()._open()
 
 
 def _formatter(shared: list[Any], renderer: Any) -> logging.Formatter:

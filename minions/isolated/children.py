@@ -34,6 +34,7 @@ from ..core.component import Component
 from ..core.errors import ComponentOptionsError, StartupError
 from ..core.graph import Node
 from ..core.logs import LOG_LEVELS, level_number
+from ..core.private import PRIVATE_DIR_NAME, private_dir
 from .code import CHECK_FACTORY, check_payload
 
 log = structlog.get_logger("minions")
@@ -92,8 +93,9 @@ def check_isolatable(
 class Zygotes:
     """Starts the runtime's zygote when first needed and closes it with the runtime."""
 
-    def __init__(self, run_dir: Path) -> None:
-        self._run_dir = run_dir
+    def __init__(self, project_dir: Path) -> None:
+        self._project_dir = project_dir
+        self._run_dir = project_dir / PRIVATE_DIR_NAME / "run"
         self._zygote: Zygote | None = None
 
     def __repr__(self) -> str:
@@ -101,7 +103,7 @@ class Zygotes:
 
     def get(self) -> Zygote:
         if self._zygote is None or self._zygote.gone:
-            self._run_dir.mkdir(parents=True, exist_ok=True)
+            private_dir(self._run_dir, root=self._project_dir)
             self._zygote = Zygote.start(run_dir=self._run_dir)
         return self._zygote
 

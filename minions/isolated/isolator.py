@@ -64,7 +64,7 @@ class Isolator:
                 f"unknown isolation setting(s) {', '.join(unknown)}; the settings are: "
                 f"{', '.join(sorted(_SETTINGS))}"
             )
-        self._zygotes = Zygotes(project_dir / ".minions" / "run")
+        self._zygotes = Zygotes(project_dir)
         self._local = LocalLauncher(self._zygotes)
         address = environ.get(RAY_ADDRESS_ENV) or settings.get("ray_address") or None
         self._ray_address = str(address) if address is not None else None

@@ -52,7 +52,6 @@ import contextlib
 import os
 import shutil
 import socket
-import stat
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -67,7 +66,14 @@ import zmq.asyncio
 
 from isolation import unpack_untrusted
 
-from ..core.errors import MinionsError, RuntimeStateError, StartupError, UnknownComponentError
+from ..core.errors import (
+    MinionsError,
+    PrivateDirectoryError,
+    RuntimeStateError,
+    StartupError,
+    UnknownComponentError,
+)
+from ..core.private import PRIVATE_DIR_NAME, private_dir, private_file
 from ..core.runtime import Runtime
 from ..core.status import ComponentStatus, ReplicaStatus
 from ..workflows.board import WorkflowActionError
@@ -112,7 +118,7 @@ _NEEDS_NAME = frozenset(
 
 
 def run_dir(project_dir: Path) -> Path:
-    return project_dir / ".minions" / "run"
+    return project_dir / PRIVATE_DIR_NAME / "run"
 
 
 def _fits(path: Path) -> bool:
@@ -236,11 +242,8 @@ class ControlServer:
     def _open(self, project_dir: Path) -> None:
         directory = run_dir(project_dir)
         try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            info = directory.stat()
-            if info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) != 0o700:
-                directory.chmod(0o700)
-        except OSError as exc:
+            private_dir(directory, root=project_dir)
+        except (OSError, PrivateDirectoryError) as exc:
             raise ControlUnavailable(f"cannot prepare {directory}: {exc}") from exc
         path = directory / SOCKET_NAME
         if not _fits(path):
@@ -271,7 +274,8 @@ class ControlServer:
             path.chmod(0o600)
             self._inode = path.stat().st_ino
             if self._private_dir is not None:
-                (directory / POINTER_NAME).write_text(f"{path}\n")
+                pointer = private_file(directory / POINTER_NAME)
+                pointer.write_text(f"{path}\n")
         except (zmq.ZMQError, OSError) as exc:
             sock.close()
             context.term()

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 
 from ..core.errors import RuntimeStateError
+from ..core.private import PRIVATE_DIR_NAME, private_dir
 
 __all__ = ["LOCK_NAME", "ProjectBusyError", "ProjectLock"]
 
@@ -41,7 +42,7 @@ class ProjectLock:
 
     def __init__(self, project_dir: Path) -> None:
         self.project_dir = project_dir
-        self.path = project_dir / ".minions" / LOCK_NAME
+        self.path = project_dir / PRIVATE_DIR_NAME / LOCK_NAME
         self._fd: int | None = None
 
     def __repr__(self) -> str:
@@ -56,9 +57,9 @@ class ProjectLock:
         """Take the lock, or raise :class:`ProjectBusyError` at once if another system has it."""
         if self._fd is not None:
             return
+        private_dir(self.path.parent, root=self.project_dir)  # checked: PrivateDirectoryError
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
         except OSError as exc:
             raise RuntimeStateError(
                 f"cannot open the project lock {self.path}: {exc}; check the folder's permissions"

@@ -21,6 +21,8 @@ import errno
 import sqlite3
 from pathlib import Path
 
+from ...core.errors import PrivateDirectoryError
+from ...core.private import PRIVATE_DIR_NAME, private_dir, private_file
 from ..state_store import (
     StateStoreCorrupt,
     StateStoreError,
@@ -80,7 +82,12 @@ def open_connection(
     event loop's thread and its own) and is left with a busy timeout of zero: whoever uses it
     sets the wait it can afford (``PRAGMA busy_timeout``).
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
+    parent = path.parent
+    if parent.name == PRIVATE_DIR_NAME:
+        private_dir(parent, root=parent.parent)  # the project's own: checked, owner-only
+    else:
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private_file(path)  # 0600 whatever the umask; SQLite gives its WAL files the same mode
     conn = sqlite3.connect(
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
     )
@@ -157,6 +164,8 @@ def translate(exc: BaseException, path: Path, doing: str, busy_timeout: float) -
     """Map a sqlite3 or OS error to ours; the original is kept as ``__cause__``."""
     if isinstance(exc, StateStoreError):
         return exc
+    if isinstance(exc, PrivateDirectoryError):
+        return StateStoreError(f"cannot {doing} the state store {path}: {exc}")
     detail = str(exc) or type(exc).__name__
     cls: type[StateStoreError] = StateStoreError
     message = (
