@@ -134,6 +134,11 @@ class IsolatedHosts(Protocol):
         steps of each replica's life (the runtime's lifecycle listeners)."""
         ...
 
+    def process_roots(self) -> frozenset[int]:
+        """Pids of the processes every isolated child descends from (the zygotes): the control
+        socket refuses requests from their descendants."""
+        ...
+
     async def aclose(self) -> None:
         """End everything these hosts started; the runtime has stopped every component."""
         ...

@@ -297,6 +297,10 @@ class Runtime:
         """Stop everything at once, without stop timeouts or ``shutdown()`` hooks."""
         self._supervisor.kill()
 
+    def isolated_process_roots(self) -> frozenset[int]:
+        """Pids of the processes every isolated child of this runtime descends from."""
+        return self._isolated.process_roots() if self._isolated is not None else frozenset()
+
     def status(self) -> Mapping[str, ComponentStatus]:
         """A frozen snapshot of every component, by name, in start order."""
         return MappingProxyType({cell.name: cell.snapshot() for cell in self._supervisor.cells})

@@ -107,6 +107,11 @@ class Zygotes:
             self._zygote = Zygote.start(run_dir=self._run_dir)
         return self._zygote
 
+    def pids(self) -> frozenset[int]:
+        """The zygotes' pids (every isolated child descends from one)."""
+        zygote = self._zygote
+        return frozenset({zygote.pid}) if zygote is not None and not zygote.gone else frozenset()
+
     async def aclose(self) -> None:
         zygote, self._zygote = self._zygote, None
         if zygote is not None:

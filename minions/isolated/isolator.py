@@ -172,6 +172,9 @@ class Isolator:
             node, policy, isolation, self._zygotes, fresh_code=fresh_code, observer=observer
         )
 
+    def process_roots(self) -> frozenset[int]:
+        return self._zygotes.pids()
+
     async def aclose(self) -> None:
         try:
             if self._ray is not None:

@@ -21,7 +21,8 @@ import zmq.asyncio
 from isolation import unpack_untrusted
 
 from ..core.errors import MinionsError
-from .control import MAX_ANSWER_BYTES, PROTOCOL_VERSION, probe, socket_path
+from .control import MAX_ANSWER_BYTES, PROTOCOL_VERSION, probe, run_dir, socket_path
+from .credential import Credential
 
 __all__ = [
     "AsyncControlClient",
@@ -83,7 +84,7 @@ class ControlClient:
                     **(fields or {}),
                     **({"replicas": replicas} if replicas is not None else {}),
                 }
-                sock.send(_request(op, name, extra))
+                sock.send(_request(op, name, extra, read_credential(self.project_dir)))
                 if not sock.poll(int(limit * 1000), zmq.POLLIN):
                     raise _no_answer(self.project_dir, op, limit)
                 body = sock.recv()
@@ -121,7 +122,7 @@ class AsyncControlClient:
         sock.setsockopt(zmq.MAXMSGSIZE, MAX_ANSWER_BYTES)
         try:
             sock.connect(f"ipc://{path}")
-            await sock.send(_request(op, name, fields))
+            await sock.send(_request(op, name, fields, read_credential(self.project_dir)))
             body = await sock.recv()
         except zmq.ZMQError as exc:
             raise ControlError(f"cannot talk to the system at {path}: {exc}") from exc
@@ -134,9 +135,27 @@ class AsyncControlClient:
         self._context.term()
 
 
-def _request(op: str, name: str | None, fields: Mapping[str, Any] | None) -> bytes:
-    packed: bytes = msgpack.packb({**(fields or {}), "v": PROTOCOL_VERSION, "op": op, "name": name})
+def _request(op: str, name: str | None, fields: Mapping[str, Any] | None, token: str) -> bytes:
+    request = {**(fields or {}), "v": PROTOCOL_VERSION, "op": op, "name": name, "token": token}
+    packed: bytes = msgpack.packb(request)
     return packed
+
+
+def read_credential(project: Path) -> str:
+    """The credential of the system in ``project`` (``minions.ops.credential``), for a request."""
+    directory = run_dir(project)
+    try:
+        return Credential.read(directory)
+    except PermissionError:
+        raise ControlError(
+            f"permission denied on the control credential in {directory}: run the command as "
+            "the user who started the system"
+        ) from None
+    except OSError as exc:
+        raise ControlError(
+            f"cannot read the control credential in {directory} ({exc}); the system may be "
+            "starting or stopping: try again"
+        ) from exc
 
 
 def _no_answer(project: Path, op: str, limit: float) -> ControlError:

@@ -5,7 +5,8 @@ listens on a ZeroMQ ``ipc://`` socket at ``<project>/.minions/run/control.sock``
 directory made owner-only (0700) and the socket file 0600, so only the user who runs the system
 can operate it. (When the project path is too deep for a Unix socket path, the socket lives in
 a private directory under the system's temporary directory and ``.minions/run/control.endpoint``
-names it.)
+names it.) Every request on the socket must carry the system's credential and come from a peer
+that is neither another user nor an isolated child (see ``minions.ops.credential``).
 
 The protocol is one request, one answer, both msgpack maps::
 
@@ -13,7 +14,8 @@ The protocol is one request, one answer, both msgpack maps::
                           | "ping" | "telemetry" | "events",
               "name": <component name, for restart, redeploy, scale and stop of one component>,
               "replicas": <a count of 1 or more, or "cores": for scale>,
-              "since": <events: the last event number seen>, "wait": <events: seconds>}
+              "since": <events: the last event number seen>, "wait": <events: seconds>,
+              "token": <the secret in .minions/run/control.token>}
     answer   {"v": 1, "ok": true, "result": ...}
              {"v": 1, "ok": false, "error": {"kind": ..., "message": ...}}
 
@@ -31,8 +33,10 @@ whose ``name`` is a filter or a workflow id) are :mod:`.workflow_ops`'s.
 stopped. Error kinds: ``unknown_component``, ``unknown_workflow``, ``refused`` (the operation
 does not apply: redeploying an in-process component, scaling one without replicas, retrying a
 running workflow), ``failed`` (it was tried and failed: the restarted component crashed),
-``metrics_off``, ``bad_request``, ``internal``. Requests are served concurrently (``status``
-answers while a restart is under way); the runtime applies structural changes one at a time.
+``metrics_off``, ``bad_request``, ``unauthorized`` (no valid credential, or a peer that may not
+operate the system), ``busy`` (too many requests at once), ``internal``. Requests are served
+concurrently (``status`` answers while a restart is under way); the runtime applies structural
+changes one at a time.
 ``stop`` without a name asks the system to stop as the first SIGTERM would, and is answered
 once everything has stopped, just before the socket closes.
 
@@ -77,6 +81,7 @@ from ..core.private import PRIVATE_DIR_NAME, private_dir, private_file
 from ..core.runtime import Runtime
 from ..core.status import ComponentStatus, ReplicaStatus
 from ..workflows.board import WorkflowActionError
+from .credential import Credential, PeerCredentials, descends_from, peer_credentials
 from .lifecycle import MAX_WAIT, LifecycleHistory
 from .lock import ProjectLock
 from .metrics import MetricsEndpoint
@@ -104,6 +109,8 @@ _MAX_SOCKET_PATH = 100
 _CLOSE_LINGER_MS = 1000
 #: Requests are a few bytes; ZeroMQ drops anything larger before allocating it.
 MAX_REQUEST_BYTES = 64 * 1024
+#: Requests served at once (an ``events`` request may wait 30 s); one more is answered ``busy``.
+MAX_CONCURRENT_REQUESTS = 64
 #: Answers (a status of many components, a metrics exposition) stay well under this.
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
 OPS = (
@@ -179,6 +186,7 @@ class ControlServer:
         self._path: Path | None = None
         self._inode: int | None = None
         self._private_dir: Path | None = None
+        self._credential: Credential | None = None
         self._serving: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._stop_waiters: list[bytes] = []
@@ -273,6 +281,8 @@ class ControlServer:
             sock.bind(f"ipc://{path}")
             path.chmod(0o600)
             self._inode = path.stat().st_ino
+            # Made now, after the zygote was forked: no isolated child holds it in memory.
+            self._credential = Credential.create(directory)
             if self._private_dir is not None:
                 pointer = private_file(directory / POINTER_NAME)
                 pointer.write_text(f"{path}\n")
@@ -290,6 +300,9 @@ class ControlServer:
         context, self._context = self._context, None
         if context is not None:
             context.term()
+        credential, self._credential = self._credential, None
+        if credential is not None:
+            credential.remove()
         path = self._path
         if path is not None and self._inode is not None:
             with contextlib.suppress(OSError):
@@ -312,16 +325,55 @@ class ControlServer:
         sock = self._socket
         loop = asyncio.get_running_loop()
         while True:
-            frames = await sock.recv_multipart()
-            if len(frames) != 3 or frames[1] != b"":
+            frames = await sock.recv_multipart(copy=False)
+            if len(frames) != 3 or frames[1].bytes != b"":
                 continue  # not a REQ envelope: nothing to answer
-            task = loop.create_task(self._handle(frames[0], frames[2]))
+            identity, body = frames[0].bytes, frames[2].bytes
+            if len(self._tasks) >= MAX_CONCURRENT_REQUESTS:
+                with contextlib.suppress(zmq.ZMQError):
+                    busy = _failure("busy", "too many requests at once; retry in a moment")
+                    await sock.send_multipart([identity, b"", _pack(busy)])
+                continue
+            peer = peer_credentials(_peer_address(frames[2]))
+            task = loop.create_task(self._handle(identity, body, peer))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _handle(self, identity: bytes, body: bytes) -> None:
+    def _check_peer(self, peer: PeerCredentials | None) -> None:
+        """Refuse another user, and an isolated child or anything it started."""
+        if peer is None:
+            return  # ZeroMQ does not say who it is here: the credential alone decides
+        if peer.uid not in (os.geteuid(), 0):
+            raise _Refusal(
+                "unauthorized",
+                f"requests from uid {peer.uid} are refused: run the command as the user who "
+                "started the system",
+            )
+        assert self._runtime is not None
+        if descends_from(peer.pid, self._runtime.isolated_process_roots()):
+            log.warning("control.refused", pid=peer.pid, reason="an isolated child")
+            raise _Refusal(
+                "unauthorized",
+                f"process {peer.pid} is an isolated child of this system (or was started by "
+                "one); isolated components cannot operate the system",
+            )
+
+    def _check_credential(self, request: Mapping[str, Any]) -> None:
+        credential = self._credential
+        if request.get("v") != PROTOCOL_VERSION:
+            return  # answered as a request of another version, which says nothing more
+        if credential is None or not credential.matches(request.get("token")):
+            raise _Refusal(
+                "unauthorized",
+                "the request does not carry this system's credential: use the minions command "
+                "as the user who started the system (it reads .minions/run/control.token)",
+            )
+
+    async def _handle(self, identity: bytes, body: bytes, peer: PeerCredentials | None) -> None:
         try:
+            self._check_peer(peer)
             request = _decode(body)
+            self._check_credential(request)
             if _check(request) == ("stop", None):
                 self._stop_all(identity)
                 return  # answered at detach, once everything has stopped
@@ -487,6 +539,14 @@ class _Refusal(Exception):
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
+
+
+def _peer_address(frame: zmq.Frame) -> str | None:
+    try:
+        address = frame.get("Peer-Address")
+    except zmq.ZMQError:
+        return None
+    return address if isinstance(address, str) else None
 
 
 def _decode(body: bytes) -> Mapping[str, Any]:

@@ -7,6 +7,7 @@ The client calls block, so they run in a worker thread while the runtime's loop 
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +91,14 @@ async def test_requests_outside_the_protocol_are_answered_and_served_on(tmp_path
         await runtime.start(Worker)
         assert server.path is not None
         path = server.path
+        token = (tmp_path / ".minions" / "run" / "control.token").read_text().strip()
         cases = {
             b"\xc1 not msgpack": "not msgpack",
             msgpack.packb({"v": 99, "op": "status"}): "protocol version 1",
             msgpack.packb([1, 2]): "expected a map",
-            msgpack.packb({"v": 1, "op": "explode"}): "unknown operation 'explode'",
-            msgpack.packb({"v": 1, "op": "restart"}): "restart needs a component name",
-            msgpack.packb({"v": 1, "op": "stop", "name": 3}): "must be a string",
+            msgpack.packb({"v": 1, "op": "explode", "token": token}): "unknown operation",
+            msgpack.packb({"v": 1, "op": "restart", "token": token}): "restart needs a component",
+            msgpack.packb({"v": 1, "op": "stop", "name": 3, "token": token}): "must be a string",
         }
         with anyio.fail_after(LIMIT):
             for body, message in cases.items():
@@ -109,6 +111,30 @@ async def test_requests_outside_the_protocol_are_answered_and_served_on(tmp_path
                 await asyncio.to_thread(client.request, "redeploy", "Worker")
             assert refused.value.kind == "refused"
             assert (await asyncio.to_thread(client.request, "ping"))["pid"] > 0
+
+
+async def test_requests_without_the_credential_are_refused(tmp_path: Path) -> None:
+    """A request without the system's credential, or with another one, is refused as
+    ``unauthorized`` before its operation is even read; the file holding the credential is
+    owner-only and gone once the system stops."""
+    server = ControlServer()
+    token_file = tmp_path / ".minions" / "run" / "control.token"
+    async with Runtime(project_dir=tmp_path, extensions=[server]) as runtime:
+        await runtime.start(Worker)
+        assert server.path is not None
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        forged = "0" * 64
+        with anyio.fail_after(LIMIT):
+            for request in (
+                {"v": 1, "op": "stop"},
+                {"v": 1, "op": "stop", "token": forged},
+                {"v": 1, "op": "stop", "token": 12},
+            ):
+                answer = await asyncio.to_thread(raw_request, server.path, msgpack.packb(request))
+                assert answer["error"]["kind"] == "unauthorized"
+                assert "credential" in answer["error"]["message"]
+        assert runtime.status()["Worker"].state.value == "running"
+    assert not token_file.exists()
 
 
 async def test_a_second_system_in_the_same_folder_runs_without_a_socket(tmp_path: Path) -> None:
@@ -126,3 +152,51 @@ async def test_a_second_system_in_the_same_folder_runs_without_a_socket(tmp_path
             status = await asyncio.to_thread(client.request, "status")
             assert [c["name"] for c in status["components"]] == ["Store", "Worker"]
     assert not (tmp_path / ".minions" / "run" / "control.sock").exists()
+
+
+class Answers(Resource):
+    """Keeps what the isolated child below was answered."""
+
+    def __init__(self) -> None:
+        self.answers: list[dict[str, Any]] = []
+        self.got = asyncio.Event()
+
+    async def record(self, answer: dict[str, Any]) -> None:
+        self.answers.append(answer)
+        self.got.set()
+
+
+class Intruder(Minion, isolated=True):
+    """An isolated child that reads the credential (it runs as the same user) and asks the
+    system to stop."""
+
+    def __init__(self, answers: Answers) -> None:
+        self._answers = answers
+
+    async def run(self) -> None:
+        project = Path(os.environ["INTRUDER_PROJECT"])
+        run_dir = project / ".minions" / "run"
+        token = (run_dir / "control.token").read_text().strip()
+        request = msgpack.packb({"v": 1, "op": "stop", "token": token})
+        answer = await asyncio.to_thread(raw_request, run_dir / "control.sock", request)
+        await self._answers.record(answer)
+        await asyncio.Event().wait()
+
+
+async def test_an_isolated_child_holding_the_credential_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that is not sandboxed can read the credential's file, but the socket sees (by
+    SO_PEERCRED) that the request comes from an isolated child, and refuses it."""
+    monkeypatch.setenv("INTRUDER_PROJECT", str(tmp_path))
+    server = ControlServer()
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path, extensions=[server]) as runtime:
+            await runtime.start(Intruder)
+            answers = runtime.instances()["Answers"]
+            assert isinstance(answers, Answers)
+            await answers.got.wait()
+            assert runtime.status()["Intruder"].state.value == "running"
+    (answer,) = answers.answers
+    assert answer["error"]["kind"] == "unauthorized"
+    assert "is an isolated child of this system" in answer["error"]["message"]
