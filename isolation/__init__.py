@@ -9,12 +9,15 @@ from ._errors import ComponentCrashed as ComponentCrashed
 from ._errors import IsolationError as IsolationError
 from ._errors import ProtocolError as ProtocolError
 from ._errors import RemoteError as RemoteError
+from ._errors import SandboxUnavailable as SandboxUnavailable
 from ._errors import SerializationError as SerializationError
 from ._exit import ChildExit as ChildExit
 from ._interface import RemoteMethod as RemoteMethod
 from ._interface import check_remote_interface as check_remote_interface
 from ._interface import remote_interface as remote_interface
+from ._limits import SANDBOX_PARTS as SANDBOX_PARTS
 from ._limits import Isolation as Isolation
+from ._limits import Sandbox as Sandbox
 from ._platform import unsupported_reason as unsupported_reason
 from ._process import ChildProcess as ChildProcess
 from ._process import ChildState as ChildState
@@ -41,6 +44,7 @@ from ._zygote import Zygote as Zygote
 __all__ = [
     "DEFAULT_MAX_FRAME_BYTES",
     "DEFAULT_STREAM_CREDIT",
+    "SANDBOX_PARTS",
     "ChildExit",
     "ChildProcess",
     "ChildSpec",
@@ -58,6 +62,8 @@ __all__ = [
     "RemoteMethod",
     "Router",
     "RouterStatistics",
+    "Sandbox",
+    "SandboxUnavailable",
     "SecureChannel",
     "SecureChannels",
     "SerializationError",

@@ -14,6 +14,12 @@
       (cancel run(), shutdown())
       ── exited {reason, error} ─────────▶    then the process exits 0
 
+A sandboxed child (one forked by a sandbox zygote) waits, after ``hello``, for the parent's
+``seal {data_limit}``: it proves the channel is connected, so the child can refuse itself new
+Unix sockets for good (``_sandbox.enforce.seal_channel``) and take its memory limit, which the
+parent measured for it (a sandbox cannot read ``/proc``); only then does any code of the
+component run.
+
 A failure before READY is sent as ``failed {error}`` instead, with the traceback, and becomes a
 ``ChildStartError`` in the parent. Heartbeats are sent by a task of the child's event loop, so a
 child whose loop is blocked (a tight loop that never awaits) goes silent and is killed as hung.
@@ -31,6 +37,7 @@ import contextlib
 import inspect
 import logging
 import os
+import resource
 import sys
 import traceback
 from collections.abc import Mapping
@@ -45,6 +52,7 @@ from ._limits import apply_cpu_limit, apply_memory_limit
 from ._logs import forward_logs
 from ._protocol import DEFAULT_MAX_FRAME_BYTES
 from ._rpc import Peer
+from ._sandbox import enforce
 from ._spare import take
 from ._spec import reference, resolve
 
@@ -80,6 +88,8 @@ class _Child:
         self._max_frame: int | None = config.get("max_frame_bytes")
         self._log_level: int = config.get("log_level", logging.INFO)
         self._init: asyncio.Future[Mapping[str, Any]] = loop.create_future()
+        self._sandboxed = bool(config.get("sandboxed"))
+        self._seal: asyncio.Future[Mapping[str, Any]] = loop.create_future()
         if config.get("init") is not None:
             # Small enough to come with the job: no round trip to the parent before building.
             self._init.set_result(config["init"])
@@ -127,7 +137,16 @@ class _Child:
         init = await _first(self._init, receiver)
         if init is None:
             return  # the channel closed before init: the parent is gone or gave up
-        if self._limits.get("memory_mb") is not None:
+        if self._sandboxed:
+            seal = await _first(self._seal, receiver)
+            if seal is None:
+                return
+            data_limit = seal.get("data_limit")
+            if isinstance(data_limit, int):
+                _, hard = resource.getrlimit(resource.RLIMIT_DATA)
+                resource.setrlimit(resource.RLIMIT_DATA, (data_limit, hard))
+            enforce.seal_channel()
+        elif self._limits.get("memory_mb") is not None:
             # Set after the channel exists, so the limit counts only the component's memory.
             apply_memory_limit(self._limits["memory_mb"])
         try:
@@ -220,6 +239,10 @@ class _Child:
             self._stop.set()
         elif kind == "run":
             self._go.set()
+        elif kind == "seal":
+            if self._seal.done() or not isinstance(body, dict):
+                raise ProtocolError(f"unexpected seal message from the parent: {body!r}")
+            self._seal.set_result(body)
 
     async def _heartbeats(self, peer: Peer) -> None:
         loop = asyncio.get_running_loop()
@@ -233,8 +256,9 @@ class _Child:
                     file=sys.stderr,
                 )
                 self._stop.set()
-                if not self._init.done():
-                    self._init.cancel()
+                for waiting in (self._init, self._seal):
+                    if not waiting.done():
+                        waiting.cancel()
 
 
 async def _call_hook(obj: object, name: str) -> None:

@@ -4,6 +4,7 @@
 
     IsolationError                      catch-all for this package
     ├── ChildStartError                 fix the component (or its limits): it never became ready
+    │   └── SandboxUnavailable          its sandbox cannot be enforced here: see the message
     ├── ComponentCrashed                the other side died or the channel closed: let the
     │                                   supervisor restart it, then retry
     ├── RemoteError                     the remote method raised: handle it like a local error
@@ -37,6 +38,7 @@ __all__ = [
     "IsolationError",
     "ProtocolError",
     "RemoteError",
+    "SandboxUnavailable",
     "SerializationError",
     "remote_error",
 ]
@@ -56,6 +58,15 @@ class ChildStartError(IsolationError):
     """A child process failed to import, construct or start its component, or never said READY.
 
     Fix the component (or raise its start timeout); restarting it unchanged fails the same way.
+    """
+
+
+class SandboxUnavailable(ChildStartError):
+    """A component's sandbox cannot be enforced: the kernel lacks a part it requires, or a
+    setting cannot be honoured (a path that does not exist, a host that does not resolve).
+
+    The message names what is missing and how to relax the sandbox knowingly
+    (``Sandbox(require=...)``). The child is never started without it.
     """
 
 

@@ -24,12 +24,15 @@ import faulthandler
 import gc
 import io
 import os
+import resource
 import signal
 import sys
 from collections.abc import Iterable
 
 __all__ = ["close_fds_except", "fresh_stdio", "shed_parent_state"]
 
+#: Most descriptor numbers probed when /proc cannot list them.
+_MAX_PROBED_FDS = 65536
 #: Whether the parent had faulthandler on; children turn it on again for their own stderr.
 _faulthandler_wanted = False
 
@@ -71,13 +74,30 @@ def close_fds_except(keep: set[int]) -> None:
     """
     devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
     try:
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
+        for fd in _open_fds():
             if fd not in keep and fd != devnull:
                 with contextlib.suppress(OSError):
                     os.dup2(devnull, fd, inheritable=False)
     finally:
         os.close(devnull)
+
+
+def _open_fds() -> list[int]:
+    """This process's descriptors: listed by /proc, or (in a sandbox, where /proc is out of
+    reach) found by asking each number below the open-files limit."""
+    try:
+        return [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        pass
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    found = []
+    for fd in range(min(soft, _MAX_PROBED_FDS)):
+        try:
+            os.fstat(fd)
+        except OSError:
+            continue
+        found.append(fd)
+    return found
 
 
 def fresh_stdio() -> None:

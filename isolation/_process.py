@@ -48,6 +48,7 @@ from ._errors import (
 )
 from ._exit import ChildExit, describe_status
 from ._interface import remote_interface
+from ._limits import MIB
 from ._logs import LogLimiter, bounded_event, default_log_sink
 from ._output import OutputPump, default_output_sink
 from ._protocol import DEFAULT_MAX_FRAME_BYTES
@@ -112,6 +113,11 @@ async def spawn(
     ``spec.isolation.start_timeout``.
     """
     zygote.check_open(spec.component)
+    if spec.isolation.sandbox is not None and zygote.trusted:
+        raise ChildStartError(
+            f"cannot start {spec.component}: it is sandboxed, and a sandboxed child is forked "
+            "by its own sandbox zygote (isolation._sandbox_zygote), not by this one"
+        )
     service_classes = _service_classes(spec, services)
     init = {"factory": spec.factory, "services": dict(spec.services), "payload": spec.payload}
     inline = _fits_inline(spec, init)
@@ -141,6 +147,7 @@ async def spawn(
         "log_level": logging.getLogger().getEffectiveLevel(),
         "init": init if inline else None,
         "hold_run": hold_run,
+        "sandboxed": not zygote.trusted,
     }
     out_read, out_write = os.pipe2(os.O_CLOEXEC)
     err_read, err_write = os.pipe2(os.O_CLOEXEC)
@@ -359,7 +366,22 @@ class ChildProcess:
                 self._peer.serve(name, obj, self._service_classes[name], exclude=LIFECYCLE)
         if self._init is not None:
             self._peer.send_control("init", self._init)
+        if not self._zygote.trusted:
+            self._peer.send_control("seal", {"data_limit": self._data_limit()})
         self._spawn_task(self._send_heartbeats())
+
+    def _data_limit(self) -> int | None:
+        """The memory limit of a sandboxed child, which cannot measure itself (no /proc)."""
+        if self._limits.memory_mb is None:
+            return None
+        try:
+            with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmData:"):
+                        return int(line.split()[1]) * 1024 + self._limits.memory_mb * MIB
+        except OSError:
+            pass
+        return None
 
     def _on_failed(self, body: Any) -> None:
         report = ErrorReport.from_data(body)

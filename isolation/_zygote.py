@@ -24,6 +24,12 @@ needs no SIGCHLD handler) and reports each status. The runtime learns of a death
 instant from its own copy of the pidfd, which is also how it signals a child without any risk of
 hitting a recycled pid. The zygote dies with the runtime and each child with the zygote (see
 ``_lifeline``).
+
+A *sandbox zygote* (``isolation._sandbox_zygote``) speaks the same protocol but is not trusted:
+it is a fresh interpreter that imported a sandboxed component's code. Its messages are checked
+like any child's (their shape, their number per pass of the event loop), the descriptors it
+sends are closed unread, and the pidfd of each child it reports is opened here, for a process
+whose parent it must be — so it cannot have the runtime signal a process of its choosing.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import tempfile
 import traceback
@@ -58,6 +65,10 @@ _MAX_SOCKET_PATH = 107
 _SOCKET_NAME_ROOM = 16
 #: How long the zygote may take to kill and reap its children on ``exit`` before it is killed.
 _ZYGOTE_EXIT_SECONDS = 5.0
+#: Messages from the zygote handled per pass of the event loop.
+_MESSAGES_PER_WAKEUP = 64
+#: Longest text (an error) kept from an untrusted zygote's message.
+_MAX_TEXT = 4000
 
 
 @dataclass(frozen=True)
@@ -92,10 +103,24 @@ class Zygote:
     reaps every child and the zygote. The first spawn binds it to the running event loop.
     """
 
-    def __init__(self, pid: int, channel: socket.socket, private_dir: Path) -> None:
+    def __init__(
+        self,
+        pid: int,
+        channel: socket.socket,
+        private_dir: Path,
+        *,
+        process: subprocess.Popen[bytes] | None = None,
+        name: str = "zygote",
+    ) -> None:
         self.pid = pid
         self.private_dir = private_dir
+        #: Untrusted (a sandbox zygote): started as ``process``, a fresh interpreter.
+        self.trusted = process is None
+        self.name = name
+        self._process = process
         self._channel = channel
+        self._booted: asyncio.Future[None] | None = None
+        self._pumps: list[Any] = []  # OutputPumps of an untrusted zygote's stdout and stderr
         self._loop: asyncio.AbstractEventLoop | None = None
         self._next_id = 0
         self._pending: dict[int, asyncio.Future[Forked]] = {}
@@ -110,7 +135,8 @@ class Zygote:
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else ("gone" if self.gone else "running")
-        return f"<Zygote pid={self.pid} {state}, {len(self._children)} children>"
+        kind = "" if self.trusted else f" sandbox of {self.name}"
+        return f"<Zygote{kind} pid={self.pid} {state}, {len(self._children)} children>"
 
     @classmethod
     def start(cls, *, run_dir: Path, spare: bool = True) -> Zygote:
@@ -152,6 +178,18 @@ class Zygote:
         zygote_end.close()
         return cls(pid, parent_end, private_dir)
 
+    def adopt_pumps(self, pumps: Sequence[Any]) -> None:
+        """Output pumps reading this zygote's stdout and stderr, closed with it."""
+        self._pumps.extend(pumps)
+
+    def expect_boot(self) -> asyncio.Future[None]:
+        """A future resolved by the zygote's ``ready`` (or failed by ``boot_failed``, or by its
+        end); starts reading its messages."""
+        loop = self._attach()
+        if self._booted is None:
+            self._booted = loop.create_future()
+        return self._booted
+
     @property
     def gone(self) -> bool:
         """True once the zygote process has ended (closed, or died unexpectedly)."""
@@ -174,6 +212,8 @@ class Zygote:
             self._channel.close()
             if self._zmq is not None:
                 self._zmq.destroy(linger=0)  # closes any socket a failed start left open
+            for pump in self._pumps:
+                await pump.drained(0.5)
             shutil.rmtree(self.private_dir, ignore_errors=True)
 
     def warm(self, classes: Sequence[str]) -> None:
@@ -282,7 +322,7 @@ class Zygote:
             self._channel.send(pack(message))
 
     def _on_readable(self) -> None:
-        while True:
+        for _ in range(_MESSAGES_PER_WAKEUP):
             try:
                 data, fds, _, _ = socket.recv_fds(self._channel, MAX_MESSAGE_BYTES, 4)
             except BlockingIOError:
@@ -290,42 +330,79 @@ class Zygote:
             except OSError:
                 data, fds = b"", []
             if not data:
-                self._on_gone()
-                return
-            try:
-                self._dispatch(unpack(data), fds)
-            except (IsolationError, KeyError, TypeError):
                 for fd in fds:
                     os.close(fd)
+                self._on_gone()
+                return
+            kept: int | None = None
+            try:
+                kept = self._dispatch(unpack(data), fds if self.trusted else [])
+            except (IsolationError, KeyError, TypeError, ValueError, OSError) as exc:
+                if not self.trusted:
+                    self._misbehaved(f"sent a message outside its protocol ({exc})")
+            finally:
+                for fd in fds:
+                    if fd != kept:
+                        os.close(fd)
+        # More may be waiting: the descriptor stays readable and the loop calls again.
 
-    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> None:
+    def _misbehaved(self, what: str) -> None:
+        """An untrusted zygote broke its protocol: it is killed, and its children with it."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
+        print(f"the sandbox zygote of {self.name} {what}; killed", file=sys.stderr)
+
+    def _dispatch(self, message: dict[str, Any], fds: list[int]) -> int | None:
+        """Act on one message; return the descriptor kept from ``fds`` (the rest are closed)."""
         op = message["op"]
         if op == "forked":
-            future = self._pending.pop(message["id"])
-            forked = Forked(message["pid"], fds[0])
+            future = self._pending.pop(_integer(message["id"]))
+            pid = _integer(message["pid"])
+            pidfd = fds[0] if self.trusted else self._open_child(pid)
+            forked = Forked(pid, pidfd)
             if future.done():
                 _kill_orphan(forked)
             else:
                 future.set_result(forked)
-        elif op == "fork_failed":
-            future = self._pending.pop(message["id"])
+            return pidfd if self.trusted else None
+        if op == "fork_failed":
+            future = self._pending.pop(_integer(message["id"]))
             if not future.done():
-                future.set_exception(
-                    ChildStartError(f"the zygote could not fork: {message['error']}")
-                )
+                error = str(message["error"])[:_MAX_TEXT]
+                future.set_exception(ChildStartError(f"the zygote could not fork: {error}"))
         elif op == "exited":
-            status = ExitStatus(message["status"], message["cpu_time"])
-            waiter = self._status_waiters.get(message["pid"])
+            status = ExitStatus(_integer(message["status"]), _seconds(message["cpu_time"]))
+            pid = _integer(message["pid"])
+            waiter = self._status_waiters.get(pid)
             if waiter is not None and not waiter.done():
                 waiter.set_result(status)
-            else:
-                self._statuses[message["pid"]] = status
+            elif len(self._statuses) < 1024:  # nobody asked: kept for a while, bounded
+                self._statuses[pid] = status
+        elif op in ("ready", "boot_failed") and self._booted is not None:
+            if not self._booted.done():
+                if op == "ready":
+                    self._booted.set_result(None)
+                else:
+                    self._booted.set_exception(_BootFailed(message.get("error")))
+        elif not self.trusted:
+            raise IsolationError(f"unknown operation {str(op)[:40]!r}")
+        return None
+
+    def _open_child(self, pid: int) -> int:
+        """A pidfd for ``pid``, which must be a child of this (untrusted) zygote."""
+        pidfd = os.pidfd_open(pid)
+        if _parent_of(pid) != self.pid:
+            os.close(pidfd)
+            raise IsolationError(f"reported process {pid}, which is not its child")
+        return pidfd
 
     def _on_gone(self) -> None:
         self._detach()
         assert self._gone is not None
         self._gone.set()
         error = ChildStartError(f"the zygote (pid {self.pid}) died while starting a child")
+        if self._booted is not None and not self._booted.done():
+            self._booted.set_exception(OSError(f"it ended (pid {self.pid})"))
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(error)
@@ -336,7 +413,11 @@ class Zygote:
 
     async def _reap_zygote(self) -> None:
         """Wait for the zygote to leave after ``exit`` (bounded), kill it if it does not, reap."""
-        pidfd = os.pidfd_open(self.pid)
+        try:
+            pidfd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            self._reaped()
+            return
         try:
             loop = asyncio.get_running_loop()
             exited: asyncio.Future[None] = loop.create_future()
@@ -351,7 +432,46 @@ class Zygote:
                 loop.remove_reader(pidfd)
         finally:
             os.close(pidfd)
-        _reap_exited(self.pid)
+        self._reaped()
+
+    def _reaped(self) -> None:
+        if self._process is not None:
+            self._process.wait()
+            # What it forked and could not stop (its group: it may not leave it) goes too.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pid, signal.SIGKILL)
+        else:
+            _reap_exited(self.pid)
+
+
+class _BootFailed(Exception):
+    """A sandbox zygote could not enter its sandbox or load the component's code."""
+
+    def __init__(self, report: object) -> None:
+        super().__init__(report)
+        self.report = report
+
+
+def _integer(value: object) -> int:
+    if type(value) is not int or not 0 <= value < 2**63:
+        raise TypeError(f"expected a non-negative integer, got {str(value)[:40]!r}")
+    return value
+
+
+def _seconds(value: object) -> float:
+    if not (type(value) is int or type(value) is float) or not 0 <= value < 2**63:
+        raise TypeError(f"expected seconds, got {str(value)[:40]!r}")
+    return float(value)
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            data = stat.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2 :].split()
+    return int(fields[1]) if len(fields) > 1 else None
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

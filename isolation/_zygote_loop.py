@@ -106,10 +106,25 @@ class _Spare:
 
 
 class ZygoteLoop:
-    """The zygote's main loop; ``run()`` returns the zygote's exit code."""
+    """The zygote's main loop; ``run()`` returns the zygote's exit code.
 
-    def __init__(self, channel: socket.socket, *, spare: bool) -> None:
+    ``child_setup`` runs first thing in every child (and spare) after the fork, while it is
+    single-threaded (a sandbox zygote passes the sandbox's per-child step); with ``warm`` off,
+    ``warm`` requests are ignored (a sandbox zygote runs no code of the component after it
+    started).
+    """
+
+    def __init__(
+        self,
+        channel: socket.socket,
+        *,
+        spare: bool,
+        child_setup: Callable[[], None] | None = None,
+        warm: bool = True,
+    ) -> None:
         self._channel = channel
+        self._child_setup = child_setup
+        self._accept_warm = warm
         self._selector = selectors.DefaultSelector()
         self._selector.register(channel, selectors.EVENT_READ, None)
         self._children: dict[int, int] = {}  # pid -> pidfd, the spare included
@@ -148,7 +163,7 @@ class ZygoteLoop:
                 return False
             if message["op"] == "fork":
                 self._fork(message, fds)
-            elif message["op"] == "warm":
+            elif message["op"] == "warm" and self._accept_warm:
                 self._warm(message["classes"])
         finally:
             for fd in fds:
@@ -171,7 +186,7 @@ class ZygoteLoop:
         if spare is not None:
             spare.job.close()
         try:
-            pid = self._fork_child(lambda: _run_child(job, stdio, self._pid))
+            pid = self._fork_child(lambda: _run_child(job, stdio, self._pid, self._child_setup))
         except OSError as exc:
             self._send({"op": "fork_failed", "id": message["id"], "error": str(exc)})
             return
@@ -201,7 +216,7 @@ class ZygoteLoop:
     def _make_spare(self) -> None:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            pid = self._fork_child(lambda: _run_spare(theirs, self._pid))
+            pid = self._fork_child(lambda: _run_spare(theirs, self._pid, self._child_setup))
         except OSError:
             ours.close()
             return  # no spare this time; forks happen on demand
@@ -250,12 +265,16 @@ def _has_exited(pidfd: int) -> bool:
     return bool(select.select([pidfd], [], [], 0)[0])
 
 
-def _run_spare(job_socket: socket.socket, zygote_pid: int) -> None:
+def _run_spare(
+    job_socket: socket.socket, zygote_pid: int, setup: Callable[[], None] | None
+) -> None:
     """A spare: get warm, wait for a job from the zygote, then become that child."""
     code = 1
     try:
         die_with_parent(zygote_pid)
         close_fds_except({0, 1, 2, job_socket.fileno()})
+        if setup is not None:
+            setup()
         prepare_spare(rehearse=True)
         data, stdio, _, _ = socket.recv_fds(job_socket, MAX_MESSAGE_BYTES, 4)
         if not data:
@@ -269,12 +288,19 @@ def _run_spare(job_socket: socket.socket, zygote_pid: int) -> None:
         os._exit(code)
 
 
-def _run_child(job: dict[str, Any], stdio: list[int], zygote_pid: int) -> None:
+def _run_child(
+    job: dict[str, Any],
+    stdio: list[int],
+    zygote_pid: int,
+    setup: Callable[[], None] | None,
+) -> None:
     """A child forked on demand: run the job now."""
     code = 1
     try:
         die_with_parent(zygote_pid)
         close_fds_except({0, 1, 2, *stdio})
+        if setup is not None:
+            setup()
         code = _become(job, stdio)
     except BaseException:
         with contextlib.suppress(BaseException):

@@ -17,6 +17,7 @@ dashboard). The two places where an upper layer plugs into the core are wired be
 from isolation import ComponentCrashed as ComponentCrashed
 from isolation import Isolation as Isolation
 from isolation import RemoteError as RemoteError
+from isolation import Sandbox as Sandbox
 from isolation import SerializationError as SerializationError
 
 from .core.component import ComponentState as ComponentState
@@ -95,6 +96,7 @@ __all__ = [
     "Resource",
     "Runtime",
     "RuntimeStateError",
+    "Sandbox",
     "SerializationError",
     "StartupError",
     "UnknownComponentError",

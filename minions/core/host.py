@@ -101,10 +101,13 @@ class ReplicatedHost(abc.ABC):
 class IsolatedHosts(Protocol):
     """What runs a runtime's isolated components (see the module docstring); one per runtime."""
 
-    def check(self, node: Node, isolated: object, replicas: object = None) -> None:
+    def check(
+        self, node: Node, isolated: object, replicas: object = None, *, sandbox: object = None
+    ) -> None:
         """Raise a :class:`~minions.DefinitionError` now if ``node`` cannot run as ``isolated``
-        (the component's ``isolated=`` option) and ``replicas`` (its ``replicas`` option, set
-        outside the class: ``run()``'s options, ``minions.toml``, ``minions scale``) say."""
+        (the component's ``isolated=`` option), ``replicas`` (its ``replicas`` option, set
+        outside the class: ``run()``'s options, ``minions.toml``, ``minions scale``) and
+        ``sandbox`` (its ``sandbox`` option, from ``run()``'s options or ``minions.toml``) say."""
         ...
 
     def prepare(self) -> None:
@@ -112,7 +115,7 @@ class IsolatedHosts(Protocol):
         ``startup()`` may create threads or connections that a fork would copy half-made."""
         ...
 
-    async def check_redeploy(self, node: Node, isolated: object) -> None:
+    async def check_redeploy(self, node: Node, isolated: object, *, sandbox: object = None) -> None:
         """Raise now, before anything stops, if ``node``'s code cannot be loaded anew by its next
         incarnation: a :class:`~minions.RuntimeStateError` if it has no source to load again, a
         :class:`~minions.StartupError` with the reason if the new code fails to load."""
@@ -128,6 +131,7 @@ class IsolatedHosts(Protocol):
         observer: CallObserver | None,
         replicas: object = None,
         announce: LifecycleListener | None = None,
+        sandbox: object = None,
     ) -> Host:
         """The host of one isolated incarnation; ``fresh_code`` loads its module anew;
         ``replicas`` overrides the replica count ``isolated`` sets; ``announce`` receives the

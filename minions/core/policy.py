@@ -101,7 +101,9 @@ class ComponentOptions:
     """Per-component settings, from class keywords and ``run(..., options=...)``.
 
     ``None`` means "not set here": options set in ``run(...)`` override class keywords, which
-    override the defaults for the component's kind.
+    override the defaults for the component's kind. ``sandbox`` (also read from the
+    ``[minions.sandbox]`` table of ``minions.toml``, between the two) runs the component
+    isolated, in a sandbox: an operator can sandbox a class without editing it.
     """
 
     restart: Restart | None = None
@@ -110,6 +112,7 @@ class ComponentOptions:
     start_timeout: float | None = None
     stop_timeout: float | None = None
     isolated: Any = None  # bool | isolation.Isolation; validated by the runtime
+    sandbox: Any = None  # bool | isolation.Sandbox | a mapping of its fields; implies isolated
     name: str | None = None
     #: Replicas of an isolated component: an int or "cores"; overrides the Isolation's.
     replicas: int | str | None = None

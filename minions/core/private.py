@@ -44,6 +44,10 @@ def private_dir(path: Path, *, root: Path) -> Path:
     root = Path(os.path.abspath(root))
     if path != root and root not in path.parents:
         raise ValueError(f"{path} is not inside the project folder {root}")
+    try:
+        root.mkdir(parents=True, exist_ok=True)  # the project folder itself is the user's
+    except OSError as exc:
+        raise PrivateDirectoryError(f"cannot create the project folder {root}: {exc}") from exc
     _check_ancestors(root)
     current = root
     for part in path.relative_to(root).parts:

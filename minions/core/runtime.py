@@ -59,6 +59,9 @@ log = structlog.get_logger("minions")
 ComponentRef = type[Component] | str
 OptionsMapping = Mapping[ComponentRef, ComponentOptions | Mapping[str, Any]]
 
+#: The config table of the system itself (not a component's).
+CONFIG_TABLE = "minions"
+
 _AT_REST = frozenset({ComponentState.COMPLETED, ComponentState.STOPPED, ComponentState.FAILED})
 #: The table of minions.toml with the runtime's own settings, and its table of replica counts.
 SETTINGS_TABLE = "minions"
@@ -199,6 +202,7 @@ class Runtime:
         graph = build_graph(roots)
         self._check_compatible(graph)
         self._check_option_keys(graph)
+        self._check_sandbox_keys(graph)
         config = self._load_config()
         new_cells: dict[type[Any], Cell] = {}
         configs: dict[type[Any], object | None] = {}
@@ -237,8 +241,9 @@ class Runtime:
             )
         # Refused, or the new code failed to load, before anything stops: the running
         # incarnation is left as it is.
+        options = self._options_for(cell.node)
         await self._isolated_hosts().check_redeploy(
-            cell.node, self._options_for(cell.node).isolated
+            cell.node, options.isolated, sandbox=options.sandbox
         )
         self._redeployed.add(cls)
         log.info("component.redeploying", component=cell.name)
@@ -436,11 +441,36 @@ class Runtime:
             self._config = ConfigSource.load(self._config_arg, self.project_dir)
         return self._config
 
+    def _sandbox_table(self) -> Mapping[str, Any]:
+        """The ``[minions.sandbox]`` table of the config: component name -> sandbox setting."""
+        source = self._load_config()
+        table = source.tables.get(CONFIG_TABLE, {}).get("sandbox", {})
+        if not isinstance(table, Mapping):
+            raise ComponentOptionsError(
+                f"sandbox in [{CONFIG_TABLE}] of {source.origin} must be a table of component "
+                f"names, e.g. [{CONFIG_TABLE}.sandbox] VendorStrategy = true"
+            )
+        return table
+
+    def _check_sandbox_keys(self, graph: Graph) -> None:
+        names = {n.name for n in graph.nodes}
+        unknown = sorted(str(key) for key in self._sandbox_table() if key not in names)
+        if unknown:
+            raise ComponentOptionsError(
+                f"[{CONFIG_TABLE}.sandbox] of {self._load_config().origin} names "
+                f"{', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} not among "
+                f"the components ({', '.join(sorted(names))}); a sandbox must not be missed "
+                "because of a misspelt name"
+            )
+
     def _options_for(self, node: Node) -> ComponentOptions:
         options = node.cls.__minions_options__
         configured = self._configured_replicas().get(node.name)
         if configured is not None:
             options = options.merged(ComponentOptions(replicas=configured))
+        sandboxed = self._sandbox_table().get(node.name)
+        if sandboxed is not None:
+            options = options.merged(ComponentOptions(sandbox=sandboxed))
         for key in (node.cls, node.name):
             extra = self._options.get(key)
             if extra is None:
@@ -472,14 +502,16 @@ class Runtime:
     def _new_cell(self, node: Node) -> Cell:
         options = self._options_for(node)
         policy = Policy.resolve(options, node.cls.__minions_default_restart__)
-        isolated = options.isolated not in (None, False)
+        isolated = _isolated(node, options)
         if options.replicas is not None and not isolated:
             raise ComponentOptionsError(
                 f"{node.name}: replicas={options.replicas!r} needs an isolated component; "
                 f"declare it isolated=Isolation(...) (each replica is a child process)"
             )
         if isolated:
-            self._isolated_hosts().check(node, options.isolated, options.replicas)
+            self._isolated_hosts().check(
+                node, options.isolated, options.replicas, sandbox=options.sandbox
+            )
         return Cell(
             node=node, policy=policy, isolated=isolated, history=RestartHistory(policy.intensity)
         )
@@ -493,7 +525,7 @@ class Runtime:
 
     def _make_host(self, node: Node, policy: Policy) -> Host:
         options = self._options_for(node)
-        if options.isolated not in (None, False):
+        if _isolated(node, options):
             return self._isolated_hosts().host(
                 node,
                 policy,
@@ -502,5 +534,17 @@ class Runtime:
                 observer=self.call_observer,
                 replicas=options.replicas,
                 announce=self._announce,
+                sandbox=options.sandbox,
             )
         return LocalHost(node, policy, on_abandon=self._abandoned.add)
+
+
+def _isolated(node: Node, options: ComponentOptions) -> bool:
+    """Whether ``node`` runs in a child: ``isolated=`` set, or a sandbox (which implies it)."""
+    sandboxed = options.sandbox not in (None, False)
+    if sandboxed and options.isolated is False:
+        raise ComponentOptionsError(
+            f"{node.name} has a sandbox but isolated=False: a sandbox runs in a child process; "
+            "drop isolated=False (or the sandbox)"
+        )
+    return sandboxed or options.isolated not in (None, False)

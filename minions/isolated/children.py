@@ -1,8 +1,10 @@
-"""What every isolated host shares: the runtime's zygote, and forking one component's child.
+"""What every isolated host shares: the runtime's zygotes, and forking one component's child.
 
 A child is forked from the runtime's warm zygote (:mod:`isolation`) by :func:`spawn_child`, in a
 context tagged with the component's name, so that the calls its child makes into this process
-(served by tasks of its channel) and the log events and output it forwards carry that name.
+(served by tasks of its channel) and the log events and output it forwards carry that name. A
+sandboxed component's children are forked from a sandbox zygote of its own instead
+(:mod:`minions.isolated.sandboxes`), started when it first starts.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from isolation import (
     ChildSpec,
     ChildStartError,
     Isolation,
+    SandboxUnavailable,
     SerializationError,
     Zygote,
     check_remote_interface,
@@ -29,6 +32,7 @@ from isolation import (
     spawn,
     unsupported_reason,
 )
+from isolation._sandbox.kernel import KernelSupport
 
 from ..core.component import Component
 from ..core.errors import ComponentOptionsError, StartupError
@@ -36,14 +40,18 @@ from ..core.graph import Node
 from ..core.logs import LOG_LEVELS, level_number
 from ..core.private import PRIVATE_DIR_NAME, private_dir
 from .code import CHECK_FACTORY, check_payload
+from .sandboxes import isolation_with_sandbox, start_sandbox
 
 log = structlog.get_logger("minions")
 
 
-def isolation_of(node: Node, isolated: object, replicas: object = None) -> Isolation:
-    """The :class:`Isolation` settings for ``isolated=...`` (with ``replicas`` set outside the
-    class, when it is), or a clear error."""
-    if isolated is True:
+def isolation_of(
+    node: Node, isolated: object, replicas: object = None, sandbox: object = None
+) -> Isolation:
+    """The :class:`Isolation` settings for ``isolated=...`` (with ``replicas`` and ``sandbox``
+    set outside the class, when they are), or a clear error. A sandbox alone means the default
+    isolation with that sandbox."""
+    if isolated is True or (isolated is None and sandbox is not None):
         isolation = Isolation()
     elif isinstance(isolated, Isolation):
         isolation = isolated
@@ -51,6 +59,7 @@ def isolation_of(node: Node, isolated: object, replicas: object = None) -> Isola
         raise ComponentOptionsError(
             f"{node.name}: isolated must be True or an isolation.Isolation(...), got {isolated!r}"
         )
+    isolation = isolation_with_sandbox(node, isolation, sandbox)
     if replicas is None:
         return isolation
     try:
@@ -60,14 +69,19 @@ def isolation_of(node: Node, isolated: object, replicas: object = None) -> Isola
 
 
 def check_isolatable(
-    node: Node, isolated: object, *, proxied: Collection[type], served: type | None
+    node: Node,
+    isolated: object,
+    *,
+    proxied: Collection[type],
+    served: type | None,
+    sandbox: object = None,
 ) -> None:
     """Raise a DefinitionError now if ``node`` cannot run in a child process: on this platform,
     with these options, or because a value of an interface that would cross the boundary cannot
     — that of ``served`` (the component's own class, which its dependents call through a proxy)
     or of a dependency in ``proxied`` (which the child calls through a proxy) — naming the
     method and the type."""
-    isolation_of(node, isolated)
+    isolation_of(node, isolated, None, sandbox)
     problem = unsupported_reason()
     if problem is not None:
         raise ComponentOptionsError(f"{node.name} cannot be isolated: {problem}")
@@ -91,12 +105,17 @@ def check_isolatable(
 
 
 class Zygotes:
-    """Starts the runtime's zygote when first needed and closes it with the runtime."""
+    """Starts the runtime's zygote when first needed, and each sandboxed component's own, and
+    closes them with the runtime."""
 
     def __init__(self, project_dir: Path) -> None:
         self._project_dir = project_dir
         self._run_dir = project_dir / PRIVATE_DIR_NAME / "run"
         self._zygote: Zygote | None = None
+        self._sandboxes: dict[str, Zygote] = {}
+        self._starting: dict[str, asyncio.Lock] = {}
+        #: The kernel sandboxes are planned for (None: this one); a seam for tests.
+        self.kernel: KernelSupport | None = None
 
     def __repr__(self) -> str:
         return f"<Zygotes {self._zygote!r}>" if self._zygote is not None else "<Zygotes none yet>"
@@ -107,15 +126,37 @@ class Zygotes:
             self._zygote = Zygote.start(run_dir=self._run_dir)
         return self._zygote
 
+    async def for_child(self, spec: ChildSpec) -> Zygote:
+        """The zygote that forks ``spec``'s child: its sandbox's, or the runtime's."""
+        if spec.isolation.sandbox is None:
+            return self.get()
+        lock = self._starting.setdefault(spec.component, asyncio.Lock())
+        async with lock:
+            zygote = self._sandboxes.get(spec.component)
+            if zygote is None or zygote.gone:
+                if zygote is not None:
+                    await zygote.aclose()
+                private_dir(self._run_dir, root=self._project_dir)
+                zygote = await start_sandbox(
+                    spec,
+                    project_dir=self._project_dir,
+                    run_dir=self._run_dir,
+                    on_output=_forward_output,
+                    kernel=self.kernel,
+                )
+                self._sandboxes[spec.component] = zygote
+            return zygote
+
     def pids(self) -> frozenset[int]:
         """The zygotes' pids (every isolated child descends from one)."""
-        zygote = self._zygote
-        return frozenset({zygote.pid}) if zygote is not None and not zygote.gone else frozenset()
+        zygotes = [self._zygote, *self._sandboxes.values()]
+        return frozenset(z.pid for z in zygotes if z is not None and not z.gone)
 
     async def aclose(self) -> None:
-        zygote, self._zygote = self._zygote, None
-        if zygote is not None:
-            await zygote.aclose()
+        zygotes = [self._zygote, *self._sandboxes.values()]
+        self._zygote = None
+        self._sandboxes.clear()
+        await asyncio.gather(*(z.aclose() for z in zygotes if z is not None))
 
 
 def component_context(name: str) -> contextvars.Context:
@@ -146,24 +187,33 @@ async def spawn_child(
     if replica is not None:
         on_log = functools.partial(_forward_log, replica=replica)
         on_output = functools.partial(_forward_output, replica=replica)
-    starting = spawn(
-        zygotes.get(), spec, services, on_log=on_log, on_output=on_output, hold_run=hold_run
-    )
     try:
+        zygote = await zygotes.for_child(spec)
+        starting = spawn(
+            zygote, spec, services, on_log=on_log, on_output=on_output, hold_run=hold_run
+        )
         return await asyncio.get_running_loop().create_task(
             starting, context=component_context(name)
         )
+    except SandboxUnavailable as exc:
+        raise StartupError(name, str(exc)) from exc
     except ChildStartError as exc:
         raise StartupError(name, f"{name} failed to start in its child: {exc}") from exc
 
 
 async def check_new_code(
-    zygotes: Zygotes, node: Node, isolated: object, code_of: type[Component]
+    zygotes: Zygotes,
+    node: Node,
+    isolated: object,
+    code_of: type[Component],
+    *,
+    sandbox: object = None,
 ) -> None:
     """Load the new code of ``code_of`` (``node``'s class, or the user's class behind it) in a
     throwaway child (:func:`~minions.isolated.code.check_in_child`) and raise a
-    :class:`StartupError` saying why, if it does not load; nothing else is touched."""
-    isolation = isolation_of(node, isolated)
+    :class:`StartupError` saying why, if it does not load; nothing else is touched. A sandboxed
+    component's new code is loaded in its sandbox, as the real child will load it."""
+    isolation = isolation_of(node, isolated, None, sandbox)
     spec = ChildSpec(
         component=node.name,
         factory=CHECK_FACTORY,

@@ -43,6 +43,7 @@ __all__ = [
     "check_payload",
     "fresh_class",
     "fresh_source",
+    "preload",
     "reexecuting",
 ]
 
@@ -78,23 +79,10 @@ def fresh_class(component: str, fresh: Mapping[str, str]) -> Any:
     path = fresh["file"]
     if module_name == "__main__":
         old_main = sys.modules.get("__main__")
-        module = types.ModuleType(REDEPLOYED_MAIN)
-        module.__file__ = path
-        module.__package__ = getattr(old_main, "__package__", None)
-        # Registered so that the new classes' string annotations resolve in their module.
-        sys.modules[REDEPLOYED_MAIN] = module
+        module = _program_module(path, getattr(old_main, "__package__", None))
     else:
         module = sys.modules.get(module_name) or importlib.import_module(module_name)
-    try:
-        with open(path, "rb") as f:
-            source = importlib.util.decode_source(f.read())
-        code = compile(source, path, "exec", dont_inherit=True)
-    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
-        raise ImportError(
-            f"cannot load the new code of {qualname} from {path}: {type(exc).__name__}: {exc}"
-        ) from exc
-    with _reexecution():
-        exec(code, module.__dict__)
+    _execute(module, path, f"the new code of {qualname}")
     target: Any = module
     for part in qualname.split("."):
         try:
@@ -152,6 +140,45 @@ def check_in_child(proxies: Mapping[str, Any], payload: Mapping[str, Any]) -> ob
             "workflows have drained"
         )
     return _Checked()
+
+
+def preload(args: Mapping[str, Any]) -> None:
+    """Load a sandboxed component's code in its sandbox zygote (see
+    :mod:`minions.isolated.sandboxes`): the program file, when the component or a service it
+    calls is defined there, then the modules named.
+
+    The program file is executed under another name, as for a redeploy, and registered as
+    ``__main__`` too, so that ``"__main__:Class"`` names resolve; its top-level ``run(...)``
+    returns at once (:func:`reexecuting`).
+    """
+    main = args.get("main")
+    if isinstance(main, str):
+        module = _program_module(main, args.get("main_package"))
+        _execute(module, main, "the program file")
+        sys.modules["__main__"] = module
+    for name in args.get("modules", ()):
+        importlib.import_module(name)
+
+
+def _program_module(path: str, package: object) -> types.ModuleType:
+    """A new module for a program file's code, named so that its main block does not run."""
+    module = types.ModuleType(REDEPLOYED_MAIN)
+    module.__file__ = path
+    module.__package__ = package if isinstance(package, str) else None
+    # Registered so that its classes' string annotations resolve in their module.
+    sys.modules[REDEPLOYED_MAIN] = module
+    return module
+
+
+def _execute(module: types.ModuleType, path: str, what: str) -> None:
+    try:
+        with open(path, "rb") as f:
+            source = importlib.util.decode_source(f.read())
+        code = compile(source, path, "exec", dont_inherit=True)
+    except (OSError, SyntaxError, UnicodeDecodeError) as exc:
+        raise ImportError(f"cannot load {what} from {path}: {type(exc).__name__}: {exc}") from exc
+    with _reexecution():
+        exec(code, module.__dict__)
 
 
 @contextlib.contextmanager

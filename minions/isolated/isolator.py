@@ -73,15 +73,19 @@ class Isolator:
     def __repr__(self) -> str:
         return f"<Isolator {self._zygotes!r}>"
 
-    def check(self, node: Node, isolated: object, replicas: object = None) -> None:
+    def check(
+        self, node: Node, isolated: object, replicas: object = None, *, sandbox: object = None
+    ) -> None:
         if step_names(node.cls):
             # The steps run in the child, called by the workflow loop here; the store and the
             # pipeline stay here too, so only the other dependencies cross.
             proxied = [bound for _, bound in remote_dependencies(node)]
-            check_isolatable(node, isolated, proxied=proxied, served=None)
+            check_isolatable(node, isolated, proxied=proxied, served=None, sandbox=sandbox)
         else:
-            check_isolatable(node, isolated, proxied=node.dependency_classes, served=node.cls)
-        isolation = isolation_of(node, isolated, replicas)
+            check_isolatable(
+                node, isolated, proxied=node.dependency_classes, served=node.cls, sandbox=sandbox
+            )
+        isolation = isolation_of(node, isolated, replicas, sandbox)
         if isolation.backend == "ray":
             self._check_ray(node)
         if isolation.route_by is not None:
@@ -129,8 +133,8 @@ class Isolator:
     def prepare(self) -> None:
         self._zygotes.get()
 
-    async def check_redeploy(self, node: Node, isolated: object) -> None:
-        await check_new_code(self._zygotes, node, isolated, user_class(node.cls))
+    async def check_redeploy(self, node: Node, isolated: object, *, sandbox: object = None) -> None:
+        await check_new_code(self._zygotes, node, isolated, user_class(node.cls), sandbox=sandbox)
 
     def host(
         self,
@@ -142,8 +146,9 @@ class Isolator:
         observer: CallObserver | None,
         replicas: object = None,
         announce: LifecycleListener | None = None,
+        sandbox: object = None,
     ) -> Host:
-        isolation = isolation_of(node, isolated, replicas)
+        isolation = isolation_of(node, isolated, replicas, sandbox)
         if step_names(node.cls):
             if isolation.replicated:
                 return ReplicatedWorkflowHost(
