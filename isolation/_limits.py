@@ -231,8 +231,8 @@ class Isolation:
     workflows_per_replica: int = 64
     backend: Literal["process", "ray"] = "process"
     num_cpus: float | None = None
-    max_calls_in_flight: int = 4096
-    max_streams_open: int = 1024
+    max_calls_in_flight: int = 1024
+    max_streams_open: int = 256
     sandbox: Sandbox | bool | None = None
 
     def __post_init__(self) -> None:

@@ -55,6 +55,7 @@ class OutputPump:
         self._buffer = bytearray()
         self.tail: deque[str] = deque(maxlen=TAIL_LINES)  # the last lines, for error messages
         self._limiter = LogLimiter(LINES_PER_SECOND, LINES_BURST)
+        self._dropped_reported = -1.0
         self._loop = asyncio.get_running_loop()
         self._closed = asyncio.Event()
         os.set_blocking(fd, False)
@@ -117,10 +118,12 @@ class OutputPump:
     def _deliver(self, raw: bytes) -> None:
         line = raw.decode("utf-8", errors="replace").removesuffix("\r")
         self.tail.append(line)
-        if not self._limiter.admit(self._loop.time()):
+        now = self._loop.time()
+        if not self._limiter.admit(now):
             return
-        dropped = self._limiter.take_dropped()
-        if dropped:
+        if self._limiter.dropped and now - self._dropped_reported >= 1.0:
+            self._dropped_reported = now
+            dropped = self._limiter.take_dropped()
             self._send(f"[{dropped} lines not forwarded: over {LINES_PER_SECOND} lines per second]")
         self._send(line)
 

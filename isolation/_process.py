@@ -244,6 +244,7 @@ class ChildProcess:
         self._service_classes: Mapping[str, type] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._log_limiter = LogLimiter(LOG_EVENTS_PER_SECOND, LOG_EVENTS_BURST)
+        self._dropped_reported = -1.0
         self._peer = Peer(
             socket,
             component=spec.component,
@@ -401,10 +402,13 @@ class ChildProcess:
             self._violation("sent a log event that is not a map")
             return
         limiter = self._log_limiter
-        if not limiter.admit(self._loop.time()):
+        now = self._loop.time()
+        if not limiter.admit(now):
             return
-        dropped = limiter.take_dropped()
-        if dropped:
+        dropped = limiter.dropped
+        if dropped and now - self._dropped_reported >= 1.0:  # one report a second at most
+            self._dropped_reported = now
+            limiter.take_dropped()
             self._emit_log(
                 {
                     "event": "child.logs_dropped",

@@ -59,7 +59,7 @@ __all__ = [
     "pack",
     "pack_value",
     "unpack_untrusted",
-    "unpacker",
+    "unpacker_for",
     "wire_default",
 ]
 
@@ -68,6 +68,8 @@ DEFAULT_MAX_FRAME_BYTES: Final = 16 * 1024 * 1024
 # A frame header is a msgpack array header: at most 5 bytes (0xdd + uint32 length).
 FRAME_HEADER_BYTES: Final = 5
 _MAX_ID: Final = 2**63 - 1
+#: A frame larger than this is read by the decoder a chunk at a time.
+_CHUNK_BYTES: Final = 64 * 1024
 
 
 class Kind(enum.IntEnum):
@@ -223,24 +225,27 @@ def _refuse_ext(code: int, data: bytes) -> NoReturn:
     raise ValueError(f"msgpack extension type {code} is not part of the protocol")
 
 
-def unpacker(max_bytes: int) -> Any:
-    """A msgpack ``Unpacker`` for untrusted input: no extension types at all, ``max_bytes``.
+def unpacker_for(max_bytes: int, file_like: Any = None, read_size: int = 0) -> Any:
+    """A msgpack ``Unpacker`` for untrusted input: no extension types at all, ``max_bytes``
+    buffered at most; fed by :meth:`feed` or reading ``file_like``.
 
     msgpack decodes its timestamp extension (type -1) natively, before any ``ext_hook`` is
     asked; ``max_ext_len=0`` refuses every extension with data, that one included, and the hook
     refuses the empty ones.
     """
     return msgpack.Unpacker(
+        file_like,
+        read_size=read_size,
         raw=False,
         use_list=True,
         strict_map_key=False,
         ext_hook=_refuse_ext,
         max_ext_len=0,
-        max_buffer_size=max(max_bytes, 1),
+        max_buffer_size=max(max_bytes, read_size, 1),
     )
 
 
-def unpack_untrusted(data: bytes) -> Any:
+def unpack_untrusted(data: bytes | memoryview) -> Any:
     """Decode one msgpack value from outside this process: no extension types (see
     :func:`unpacker`). Raises what msgpack raises (ValueError and its kin) for bad input."""
     return msgpack.unpackb(
@@ -253,38 +258,62 @@ def unpack_untrusted(data: bytes) -> Any:
     )
 
 
+class _Chunks:
+    """A frame read as a file, a chunk at a time (what msgpack's ``file_like`` asks for)."""
+
+    __slots__ = ("_position", "_view")
+
+    def __init__(self, frame: bytes | memoryview) -> None:
+        self._view = memoryview(frame)
+        self._position = 0
+
+    def read(self, size: int) -> bytes:
+        start = self._position
+        self._position = min(start + size, len(self._view))
+        return bytes(self._view[start : self._position])
+
+
 class FrameDecoder:
     """Decodes frames one message at a time, checking each, so that a receiver can handle a
     large frame in slices and let the event loop run in between.
 
     :meth:`start` takes a frame and reads its header; :meth:`next` returns its messages in
-    order while :attr:`pending` says more are left. Every problem is a ProtocolError; after one
-    the decoder must not be used again. A frame's messages are checked as they are read, so the
-    first ones of a frame may have been handed out before a bad one further on is found.
+    order while :attr:`pending` says more are left. The frame is read in chunks as messages are
+    decoded, never copied whole. Every problem is a ProtocolError; after one the decoder must
+    not be used again. A frame's messages are checked as they are read, so the first ones of a
+    frame may have been handed out before a bad one further on is found.
     """
 
-    __slots__ = ("_end", "_frame", "_max_frame", "_unpacker", "pending")
+    __slots__ = ("_frame", "_max_frame", "_unpacker", "pending")
+
+    _frame: bytes | memoryview
 
     def __init__(self, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -> None:
         self._max_frame = max_frame_bytes
-        self._unpacker = unpacker(max_frame_bytes)
-        self._end = 0  # bytes fed so far: where the current frame ends in the stream
-        self._frame = b""  # the current frame, for error messages
+        self._unpacker: Any = None
+        self._frame = b""  # the current frame
         #: Messages of the current frame not read yet.
         self.pending = 0
 
-    def start(self, frame: bytes) -> None:
-        """Begin a frame (the previous one must be finished)."""
+    def start(self, frame: bytes | memoryview) -> None:
+        """Begin a frame (the previous one must be finished): bytes, or a view of them (a
+        ZeroMQ frame received without a copy)."""
         if len(frame) > self._max_frame:
             raise ProtocolError(
                 f"received a frame of {len(frame)} bytes, over the {self._max_frame}-byte limit; "
                 "raise max_frame_bytes on both peers or send smaller values"
             )
         self._frame = frame
-        self._unpacker.feed(frame)
-        self._end += len(frame)
+        if len(frame) <= _CHUNK_BYTES:
+            unpacker = self._unpacker = unpacker_for(self._max_frame)
+            unpacker.feed(frame)
+        else:
+            # Read a chunk at a time as messages are decoded: never a copy of the whole frame.
+            unpacker = self._unpacker = unpacker_for(
+                self._max_frame, _Chunks(frame), read_size=_CHUNK_BYTES
+            )
         try:
-            count = self._unpacker.read_array_header()
+            count = unpacker.read_array_header()
         except Exception as exc:  # msgpack raises several unrelated types for bad input
             raise _frame_error(frame) from exc
         if not count:
@@ -298,7 +327,7 @@ class FrameDecoder:
         except Exception as exc:  # msgpack raises several unrelated types for bad input
             raise _not_msgpack(self._frame, exc) from exc
         self.pending -= 1
-        if not self.pending and self._unpacker.tell() != self._end:
+        if not self.pending and self._unpacker.tell() != len(self._frame):
             raise _not_msgpack(self._frame, "extra bytes after the last message")
         # The fast path accepts the common well-formed message in a few type checks; anything
         # it does not accept goes to check_message, which decides and names the problem.
@@ -336,23 +365,23 @@ def decode_frame(frame: bytes, max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES) -
     return messages
 
 
-def _not_msgpack(frame: bytes, problem: object) -> ProtocolError:
+def _not_msgpack(frame: bytes | memoryview, problem: object) -> ProtocolError:
     if "max_ext_len" in str(problem):
         problem = _extension_problem(frame)
     return ProtocolError(
         f"received a frame that is not valid msgpack ({len(frame)} bytes, "
-        f"starting {frame[:16]!r}): {problem}; is something else writing to this socket?"
+        f"starting {bytes(frame[:16])!r}): {problem}; is something else writing to this socket?"
     )
 
 
-def _check_whole_frame(frame: bytes) -> None:
+def _check_whole_frame(frame: bytes | memoryview) -> None:
     try:
         unpack_untrusted(frame)
     except Exception as exc:  # msgpack raises several unrelated types for bad input
         raise _not_msgpack(frame, exc) from exc
 
 
-def _extension_problem(frame: bytes) -> str:
+def _extension_problem(frame: bytes | memoryview) -> str:
     """Name the extension type a frame carries (decoded again, permissively, only to say)."""
     try:
         msgpack.unpackb(frame, ext_hook=_refuse_ext, timestamp=0, strict_map_key=False)
@@ -364,7 +393,7 @@ def _extension_problem(frame: bytes) -> str:
     return "msgpack extension type -1 (timestamp) is not part of the protocol"
 
 
-def _frame_error(frame: bytes) -> ProtocolError:
+def _frame_error(frame: bytes | memoryview) -> ProtocolError:
     """Why a frame does not start with a non-empty array of messages (decoded once, to say)."""
     try:
         value = unpack_untrusted(frame)

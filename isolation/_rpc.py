@@ -364,7 +364,7 @@ class Peer:
 
     # -- receiving --------------------------------------------------------------------------
 
-    def _on_frame(self, frame: bytes, deadline: float) -> bool:
+    def _on_frame(self, frame: memoryview, deadline: float) -> bool:
         """Handle a frame's messages until ``deadline``; False if some are left for later."""
         self._decoder.start(frame)
         return self._handle_pending(deadline)

@@ -13,8 +13,10 @@ A stream's generator is advanced by a *pump* task only while the consumer's cred
 Every failure becomes an ERROR or STREAM_ERROR for the caller: what the method raised (type
 name, message, traceback), a SerializationError for arguments or results that fail their
 annotations, an AttributeError for a name that is not a remote method, a LookupError for a
-name nothing is served under. A task cancelled from this side (by CANCEL or because the channel
-closes) answers nothing: nobody is waiting for it any more.
+name nothing is served under. A CALL or STREAM_OPEN reusing the id of one still running is a
+ProtocolError (the channel is broken): ids are how tasks are found again. A task cancelled
+from this side (by CANCEL or because the channel closes) answers nothing: nobody is waiting
+for it any more.
 
 The other side's calls and streams running here at once may be bounded (``max_calls``,
 ``max_streams``): one beyond the bound is answered at once with a RuntimeError saying so, and
@@ -30,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ._eager import start_task
-from ._errors import ErrorReport, SerializationError
+from ._errors import ErrorReport, ProtocolError, SerializationError
 from ._interface import RemoteMethod, explain_unreachable, remote_interface
 from ._protocol import ErrorCode, Kind, pack
 from ._stream import StreamCredit
@@ -161,7 +163,15 @@ class Server:
         self._reply_error(_STREAM_ERROR if stream else _ERROR, message[2], refusal)
         return True
 
+    def _check_new(self, message: list[Any]) -> None:
+        if message[2] in self._running or message[2] in self._credits:
+            raise ProtocolError(
+                f"received a {Kind(message[1]).name} with id {message[2]}, which a call or "
+                "stream still running here already has"
+            )
+
     def on_call(self, message: list[Any]) -> None:
+        self._check_new(message)
         if self._max_calls is not None and self._over_limit(message, stream=False):
             return
         found = self._lookup(message, stream=False)
@@ -217,6 +227,7 @@ class Server:
             task.cancel()
 
     def on_stream_open(self, message: list[Any]) -> None:
+        self._check_new(message)
         if self._max_streams is not None and self._over_limit(message, stream=True):
             return
         found = self._lookup(message, stream=True)

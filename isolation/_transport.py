@@ -66,7 +66,7 @@ class Transport:
         *,
         name: str,
         max_frame_bytes: int,
-        on_frame: Callable[[bytes, float], bool],
+        on_frame: Callable[[memoryview, float], bool],
         on_failure: Callable[[BaseException], None],
     ) -> None:
         self._socket = socket
@@ -198,7 +198,8 @@ class Transport:
             frames = 0
             deadline = _clock() + SLICE_SECONDS
             while events & _POLLIN and self._reading and not self._held:
-                if not self._on_frame(_recv(socket, _NOBLOCK), deadline):
+                # Without a copy: a large frame is read by the decoder a chunk at a time.
+                if not self._on_frame(_recv(socket, _NOBLOCK, copy=False).buffer, deadline):
                     self._held = True  # the consumer calls resume() when it is done
                     break
                 frames += 1

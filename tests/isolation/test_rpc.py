@@ -785,6 +785,26 @@ async def test_calls_beyond_the_bound_are_refused_at_once(tmp_path: Path) -> Non
     assert (answer[1], answer[2]) == (Kind.RESULT, 9)
 
 
+async def test_an_id_still_in_use_breaks_the_channel(tmp_path: Path) -> None:
+    """A call or stream reusing the id of one still running would make the serving side lose
+    track of a task: it is a protocol error, never a second task under the same id."""
+    async with raw_link(tmp_path) as (peer, raw):
+        with anyio.fail_after(10):
+            pending = asyncio.ensure_future(peer.proxy("prices", Prices).ping())
+            await raw.recv()  # the peer's own call went out: it fails once the channel breaks
+            await raw.send(
+                frame(
+                    pack(Kind.CALL, 5, "prices", "block", [], {}),
+                    pack(Kind.STREAM_OPEN, 5, "prices", "flood", [], {}, 0),
+                )
+            )
+            with pytest.raises(ComponentCrashed) as caught:
+                await pending
+        assert isinstance(caught.value.__cause__, ProtocolError)
+        assert "id 5, which a call or stream still running here" in str(caught.value.__cause__)
+        assert peer.state is PeerState.BROKEN
+
+
 async def test_streams_beyond_the_bound_are_refused_at_once(tmp_path: Path) -> None:
     """Streams opened without credit hold nothing beyond max_streams_open: the rest are
     refused with a STREAM_ERROR."""

@@ -9,7 +9,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .conftest import System, cli, status_components
+import pytest
+
+from isolation._sandbox.kernel import probe_kernel
+
+from .conftest import System, cli, status_components, write_project
 
 
 def components(project: Path) -> dict[str, dict[str, object]]:
@@ -110,3 +114,59 @@ def test_broken_new_code_fails_the_redeploy_and_the_running_child_stays(
     fixed = cli("redeploy", "Strategy", "--project", str(running.project))
     assert fixed.code == 0, fixed.err
     running.wait_for(r"noted: Strategy v5")
+
+
+SANDBOXED_APP = '''
+import asyncio
+import os
+
+from isolation import Isolation, Sandbox
+from minions import Minion, run
+from resources import Recorder
+
+MAIN_VERSION = "s1"
+
+
+def _try(path):
+    try:
+        with open(path) as f:
+            return "read " + f.read(12)
+    except OSError as exc:
+        return f"refused errno {exc.errno}"
+
+
+# Module-level code: it runs again in the sandbox zygote, and at each redeploy in the child.
+LEAK = _try(".env")
+
+
+class Vendor(Minion, isolated=Isolation(sandbox=Sandbox())):
+    """Sandboxed, defined in the program file itself."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+
+    async def run(self) -> None:
+        await self._recorder.note(f"Vendor {MAIN_VERSION} leak={LEAK} pid={os.getpid()}")
+        await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    run(Vendor)
+'''
+
+
+@pytest.mark.skipif(probe_kernel().landlock_abi < 6, reason="this kernel cannot enforce a sandbox")
+def test_a_sandboxed_component_of_the_program_file_runs_and_redeploys_in_its_sandbox(
+    tmp_path: Path, start_system: type[System]
+) -> None:
+    """A sandboxed class defined in app.py: its module-level code runs inside the sandbox both
+    when the system starts and when the class is redeployed (the project's .env, read at the
+    top of the file, stays out of reach), and the system runs on."""
+    project = write_project(tmp_path / "proj", app=SANDBOXED_APP)
+    (project / ".env").write_text("API_KEY=secret\n")
+    system = start_system(project)
+    system.wait_for(r"noted: Vendor s1 leak=refused errno 13 pid=\d+")
+    edit(project / "app.py", 'MAIN_VERSION = "s1"', 'MAIN_VERSION = "s2"')
+    result = cli("redeploy", "Vendor", "--project", str(project))
+    assert result.code == 0, result.err
+    system.wait_for(r"noted: Vendor s2 leak=refused errno 13 pid=\d+")
