@@ -115,7 +115,7 @@ async def start_sandbox_zygote(
             stdout=out_write,
             stderr=err_write,
             close_fds=True,
-            start_new_session=True,  # its own process group: killed whole when it ends
+            process_group=0,  # its own process group (killed whole when it ends), same session
         )
     except OSError as exc:
         for fd in (out_read, err_read):

@@ -211,7 +211,7 @@ def plan_sandbox(
 def _parts(
     component: str, sandbox: Sandbox, kernel: KernelSupport
 ) -> tuple[frozenset[str], list[str]]:
-    required = frozenset(sandbox.require or SANDBOX_PARTS)
+    required = frozenset(SANDBOX_PARTS if sandbox.require is None else sandbox.require)
     missing = {
         part: reason
         for part in sorted(SANDBOX_PARTS)
@@ -225,11 +225,15 @@ def _parts(
         raise SandboxUnavailable(
             f"cannot sandbox {component}: this kernel cannot enforce its "
             f"{', '.join(refused)} part{'s' if len(refused) > 1 else ''} ({reasons}). Run it "
-            f"on a kernel that can, or, to run it without {' and '.join(refused)} "
-            f"restrictions knowingly, pass Sandbox(require={shown}, ...)"
+            f"on a kernel that can, or, to run it without {_and(refused)} restrictions "
+            f"knowingly, pass Sandbox(require={shown}, ...)"
         )
     unenforced = [f"{part}: {reason}" for part, reason in missing.items()]
     return frozenset(SANDBOX_PARTS - set(missing)), unenforced
+
+
+def _and(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 class _Guard:

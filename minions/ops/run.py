@@ -27,6 +27,7 @@ when a dashboard port is configured, it serves its dashboard there too
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -206,6 +207,10 @@ async def _main(
         if not stop.is_set():
             _warn_unmatched_config(components, settings)
             log.info("runtime.started")
+            # What exists once the system has started lives as long as the program: moved out of
+            # the collector's reach, it is never scanned again, and a full collection (which a
+            # child can make this process run by having it hold calls) costs what is new only.
+            gc.freeze()
             waits = [runtime.wait(), stop.wait()]
             if settings.stop_after is not None:
                 waits.append(asyncio.sleep(settings.stop_after))

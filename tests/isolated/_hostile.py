@@ -233,6 +233,16 @@ def _tcp(port: int) -> None:
         pass
 
 
+def _tcp_to(endpoint: list[Any]) -> None:
+    with socket.create_connection((endpoint[0], endpoint[1]), timeout=2):
+        pass
+
+
+def _listen(_: Any) -> int:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        return int(server.getsockname()[1])
+
+
 def _udp(port: int) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.sendto(b"leak", ("127.0.0.1", port))
@@ -333,6 +343,8 @@ ATTEMPTS: dict[str, Callable[[Any], Any]] = {
     "connect to an abstract socket": lambda name: _connect_unix("\0" + name),
     "open a tcp connection": _tcp,
     "send a udp datagram": _udp,
+    "connect to a host": _tcp_to,
+    "listen on a tcp port": _listen,
     "resolve a host name": lambda host: socket.getaddrinfo(host, 443),
     "run a program": lambda _: subprocess.run(["/bin/true"], check=True),
     "exec a program": lambda _: os.execv("/bin/true", ["true"]),

@@ -4,6 +4,7 @@ definition errors that keep a sandbox from being missed."""
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 import anyio
@@ -62,3 +63,34 @@ async def test_bad_sandbox_options_are_definition_errors(
     with pytest.raises(ComponentOptionsError, match=complaint):
         await runtime.start(Plain)
     await runtime.stop()
+
+
+@pytest.mark.skipif(probe_kernel().landlock_abi < 6, reason="this kernel cannot enforce a sandbox")
+async def test_a_sandbox_reaches_the_endpoints_it_lists_and_nothing_else(tmp_path: Path) -> None:
+    """Sandbox(network=["localhost:P"]): TCP to P connects (by name too: the parent resolved
+    it); another port, UDP, listening and any other name are refused."""
+    allowed = socket.create_server(("127.0.0.1", 0))
+    other = socket.create_server(("127.0.0.1", 0))
+    port, other_port = allowed.getsockname()[1], other.getsockname()[1]
+    options = {Plain: {"sandbox": {"network": [f"localhost:{port}"]}}}
+    try:
+        with anyio.fail_after(LIMIT):
+            async with Runtime(project_dir=tmp_path, options=options) as runtime:
+                await runtime.start(Plain)
+                plain = runtime.instances()["Plain"]
+                outcomes = {
+                    "allowed": await plain.attempt("open a tcp connection", port),
+                    "by name": await plain.attempt("connect to a host", ["localhost", port]),
+                    "other port": await plain.attempt("open a tcp connection", other_port),
+                    "udp": await plain.attempt("send a udp datagram", port),
+                    "listen": await plain.attempt("listen on a tcp port"),
+                    "other name": await plain.attempt("connect to a host", ["example.com", 80]),
+                }
+    finally:
+        allowed.close()
+        other.close()
+    assert outcomes["allowed"] == outcomes["by name"] == "done: None"
+    assert "errno 13:" in outcomes["other port"]  # EACCES: Landlock, by port
+    assert "errno 97:" in outcomes["udp"]  # EAFNOSUPPORT: seccomp, TCP only
+    assert outcomes["listen"].startswith("refused: PermissionError")
+    assert "not among the hosts this sandbox may reach (localhost)" in outcomes["other name"]
