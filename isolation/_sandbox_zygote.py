@@ -127,10 +127,9 @@ async def start_sandbox_zygote(
         os.close(out_write)
         os.close(err_write)
     sink = on_output or default_output_sink
-    label = f"{component} sandbox"
-    pumps = [
-        OutputPump(out_read, label, "stdout", sink),
-        OutputPump(err_read, label, "stderr", sink),
+    pumps = [  # the component's own lines, from its sandbox zygote's streams
+        OutputPump(out_read, component, "sandbox stdout", sink),
+        OutputPump(err_read, component, "sandbox stderr", sink),
     ]
     zygote = Zygote(process.pid, ours, private_dir, process=process, name=component)
     zygote.adopt_pumps(pumps)

@@ -59,13 +59,12 @@ log = structlog.get_logger("minions")
 ComponentRef = type[Component] | str
 OptionsMapping = Mapping[ComponentRef, ComponentOptions | Mapping[str, Any]]
 
-#: The config table of the system itself (not a component's).
-CONFIG_TABLE = "minions"
-
 _AT_REST = frozenset({ComponentState.COMPLETED, ComponentState.STOPPED, ComponentState.FAILED})
-#: The table of minions.toml with the runtime's own settings, and its table of replica counts.
+#: The table of minions.toml with the runtime's own settings, its table of replica counts, and
+#: its table of sandboxes.
 SETTINGS_TABLE = "minions"
 REPLICAS_KEY = "replicas"
+SANDBOX_KEY = "sandbox"
 
 
 class Extension(Protocol):
@@ -444,11 +443,11 @@ class Runtime:
     def _sandbox_table(self) -> Mapping[str, Any]:
         """The ``[minions.sandbox]`` table of the config: component name -> sandbox setting."""
         source = self._load_config()
-        table = source.tables.get(CONFIG_TABLE, {}).get("sandbox", {})
+        table = source.tables.get(SETTINGS_TABLE, {}).get(SANDBOX_KEY, {})
         if not isinstance(table, Mapping):
             raise ComponentOptionsError(
-                f"sandbox in [{CONFIG_TABLE}] of {source.origin} must be a table of component "
-                f"names, e.g. [{CONFIG_TABLE}.sandbox] VendorStrategy = true"
+                f"sandbox in [{SETTINGS_TABLE}] of {source.origin} must be a table of component "
+                f"names, e.g. [{SETTINGS_TABLE}.sandbox] VendorStrategy = true"
             )
         return table
 
@@ -457,7 +456,7 @@ class Runtime:
         unknown = sorted(str(key) for key in self._sandbox_table() if key not in names)
         if unknown:
             raise ComponentOptionsError(
-                f"[{CONFIG_TABLE}.sandbox] of {self._load_config().origin} names "
+                f"[{SETTINGS_TABLE}.sandbox] of {self._load_config().origin} names "
                 f"{', '.join(unknown)}, which {'is' if len(unknown) == 1 else 'are'} not among "
                 f"the components ({', '.join(sorted(names))}); a sandbox must not be missed "
                 "because of a misspelt name"

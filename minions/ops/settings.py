@@ -23,7 +23,8 @@ Every setting of ``run(...)`` can be given four ways; the first one present wins
 ==================  ===========================  ==================  ==========================
 
 The ``[minions]`` table may also hold a ``[minions.replicas]`` table of replica counts by
-component name (read by the runtime, see docs/scale-out.md).
+component name (read by the runtime, see docs/scale-out.md) and a ``[minions.sandbox]`` table
+of sandboxes by component name (read by the runtime, see docs/sandboxing.md).
 
 A bad value is a :class:`~minions.ConfigError` that names where it came from.
 """
@@ -73,8 +74,8 @@ _TABLE_KEYS = (
     "log_backups",
     "ray_address",
 )
-#: Tables inside [minions] that others read: replica counts, read by the runtime.
-_SUBTABLES = ("replicas",)
+#: Tables inside [minions] that others read: replica counts and sandboxes, read by the runtime.
+_SUBTABLES = ("replicas", "sandbox")
 
 ConfigArg = str | os.PathLike[str] | Mapping[str, Any] | None
 T = TypeVar("T")
@@ -118,7 +119,7 @@ def resolve_settings(
         raise ConfigError(
             f"unknown setting(s) {', '.join(unknown)} in the [{CONFIG_TABLE}] table of "
             f"{source.origin}; it may hold: {', '.join(_TABLE_KEYS)} and the "
-            f"[{CONFIG_TABLE}.replicas] table"
+            f"[{CONFIG_TABLE}.replicas] and [{CONFIG_TABLE}.sandbox] tables"
         )
     where = f"in [{CONFIG_TABLE}] of {source.origin}"
 

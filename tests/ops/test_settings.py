@@ -97,3 +97,11 @@ def test_the_ray_address_and_the_replicas_table(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="must be the address of a Ray cluster"):
         resolve_settings(project_dir=tmp_path, environ={}, ray_address="  ")
+
+
+def test_the_sandbox_table_is_the_runtimes(tmp_path: Path) -> None:
+    """[minions.sandbox] is allowed in [minions] (the runtime reads it, docs/sandboxing.md)."""
+    (tmp_path / "minions.toml").write_text(
+        "[minions]\nlog_level = 'info'\n[minions.sandbox]\nX = true\n"
+    )
+    assert resolve_settings(project_dir=tmp_path, environ={}).log_level == "info"
