@@ -350,7 +350,9 @@ class Zygote:
         """An untrusted zygote broke its protocol: it is killed, and its children with it."""
         with contextlib.suppress(ProcessLookupError):
             os.kill(self.pid, signal.SIGKILL)
-        print(f"the sandbox zygote of {self.name} {what}; killed", file=sys.stderr)
+        message = f"the sandbox zygote of {self.name} {what}; killed"
+        if self._loop is not None:
+            self._loop.call_exception_handler({"message": message})
 
     def _dispatch(self, message: dict[str, Any], fds: list[int]) -> int | None:
         """Act on one message; return the descriptor kept from ``fds`` (the rest are closed)."""
@@ -358,7 +360,18 @@ class Zygote:
         if op == "forked":
             future = self._pending.pop(_integer(message["id"]))
             pid = _integer(message["pid"])
-            pidfd = fds[0] if self.trusted else self._open_child(pid)
+            try:
+                pidfd = fds[0] if self.trusted else self._open_child(pid)
+            except ProcessLookupError:  # it ended at once (and was collected): no child
+                if not future.done():
+                    future.set_exception(ChildStartError(f"the child (pid {pid}) ended at once"))
+                return None
+            except Exception as exc:
+                if not future.done():
+                    future.set_exception(
+                        ChildStartError(f"the zygote of {self.name} reported a bad child: {exc}")
+                    )
+                raise
             forked = Forked(pid, pidfd)
             if future.done():
                 _kill_orphan(forked)
@@ -435,11 +448,13 @@ class Zygote:
         self._reaped()
 
     def _reaped(self) -> None:
+        """Collect the zygote, which has exited."""
         if self._process is not None:
-            self._process.wait()
-            # What it forked and could not stop (its group: it may not leave it) goes too.
+            # What it forked and could not stop goes too: its process group, which it may not
+            # leave. Before it is collected, while its pid (the group's id) cannot be reused.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(self.pid, signal.SIGKILL)
+            self._process.wait()
         else:
             _reap_exited(self.pid)
 

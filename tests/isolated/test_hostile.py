@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -106,9 +107,11 @@ async def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterat
     try:
         with anyio.fail_after(LIMIT):
             await runtime.start(Watcher, Innocent, Hostile)
+        gc.freeze()  # as run() does once the system has started
         hostile = runtime.instances()["Hostile"]
         yield System(runtime, hostile, project, outside)
     finally:
+        gc.unfreeze()
         with anyio.fail_after(LIMIT):
             await runtime.stop()
 

@@ -4,7 +4,11 @@ zygote forking a child that answers calls."""
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -15,15 +19,18 @@ import pytest
 from isolation import (
     SANDBOX_PARTS,
     ChildSpec,
+    ChildStartError,
     Isolation,
     Sandbox,
     SandboxUnavailable,
+    Zygote,
     spawn,
 )
 from isolation._sandbox.imports import program_modules
 from isolation._sandbox.kernel import KernelSupport, probe_kernel
 from isolation._sandbox.plan import SandboxPlan, installation_dirs, plan_sandbox
 from isolation._sandbox_zygote import start_sandbox_zygote
+from isolation._zygote_loop import pack
 
 from ._targets import Echo
 
@@ -199,3 +206,29 @@ async def test_a_sandbox_zygote_forks_children_that_answer(open_fds: None, tmp_p
                 assert (await child.stop()).reason == "stopped"
         finally:
             await zygote.aclose()
+
+
+async def test_an_untrusted_zygote_cannot_hand_the_runtime_another_process(
+    open_fds: None, tmp_path: Path
+) -> None:
+    """A sandbox zygote runs the component's code, so the runtime trusts nothing it says: one
+    that reports another process (here, the runtime itself) as the child it forked is killed,
+    and the runtime never holds, let alone signals, that process."""
+    # Plays the zygote; started in a millisecond, and reaped by the Zygote object.
+    player = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # noqa: ASYNC220
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    (tmp_path / "private").mkdir()
+    zygote = Zygote(player.pid, ours, tmp_path / "private", process=player, name="Liar")
+    try:
+        with anyio.fail_after(20):
+            forking = asyncio.ensure_future(zygote.fork("x:y", {}, [], "Liar"))
+            await asyncio.to_thread(theirs.recv, 65536)  # the fork request
+            theirs.send(pack({"op": "forked", "id": 0, "pid": os.getpid()}))
+            with pytest.raises(
+                ChildStartError, match=r"reported process \d+, which is not its child"
+            ):
+                await forking
+            assert await asyncio.to_thread(player.wait) == -signal.SIGKILL
+    finally:
+        theirs.close()
+        await zygote.aclose()
