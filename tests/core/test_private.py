@@ -4,6 +4,7 @@ refused with a clear error when another user owns it or could change a directory
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import stat
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import anyio
 import pytest
+import structlog
 
 from minions.core.errors import PrivateDirectoryError
 from minions.core.logs import configure_logging
@@ -33,6 +35,23 @@ def umask(mask: int) -> Iterator[None]:
 
 def mode(path: Path) -> int:
     return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+@pytest.fixture(autouse=True)
+def logging_restored() -> Iterator[None]:
+    """configure_logging changes this process's logging: put it back for the tests after."""
+    saved = structlog.get_config()
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+                handler.close()
+        root.setLevel(level)
+        structlog.configure(**saved)
 
 
 @pytest.fixture
