@@ -21,7 +21,11 @@ starts or ends with them.
 
 What ``retry`` and ``cancel`` do for each state is the runner's to say (``WorkflowRunner.retry``
 and ``.cancel``); for a checkpoint no runner holds, ``retry`` has a runner of the same minion
-adopt it (refused when none runs), and ``cancel`` deletes it and counts it as aborted.
+adopt it (refused when none runs), and ``cancel`` deletes it, counting it as aborted when it was
+``saved`` or ``stranded`` (a ``failed`` one was counted when it failed; a ``corrupt`` one never
+ran). Both are refused while a runner of the store is still loading its checkpoints (it may be
+about to hold that one), and ``cancel`` claims the checkpoint on the board while it deletes it,
+so no runner loads or adopts it meanwhile.
 """
 
 from __future__ import annotations
@@ -182,6 +186,7 @@ async def _retry(found: _Found) -> str:
         raise WorkflowActionError(
             "failed", f"cannot resume workflow {row.workflow_id}: {exc}"
         ) from exc
+    _refuse_while_loading(board, row.workflow_id)
     owner = board.owner_of(row.orchestration_id)
     if owner is None:
         owners = _same_minion(board, header.minion)
@@ -211,7 +216,32 @@ async def _cancel(found: _Found) -> str:
         return await entry.owner.cancel(found.workflow_id)
     row = found.row
     assert row is not None
-    await found.services.state_store.delete_context(row.workflow_id)
+    _refuse_while_loading(board, row.workflow_id)
+    if board.owner_of(row.orchestration_id) is not None:
+        # Its orchestration runs, and every workflow of it is on the board unless it ended.
+        raise WorkflowActionError(
+            "refused", f"workflow {row.workflow_id} has just ended (its checkpoint is deleted)"
+        )
+    try:
+        header = read_header(row.context, workflow_id=row.workflow_id)
+    except CheckpointError:
+        header = None
+    # Decided before the delete's await: no runner loads or adopts it meanwhile.
+    if not board.claim(row.workflow_id):
+        raise WorkflowActionError(
+            "refused", f"workflow {row.workflow_id} is being resumed or cancelled already"
+        )
+    try:
+        await found.services.state_store.delete_context(row.workflow_id)
+    finally:
+        board.unclaim(row.workflow_id)
+    if header is None or header.failed:
+        # Counted as failed when it failed; a corrupt one never ran here.
+        what = "unreadable" if header is None else "kept as failed"
+        return (
+            f"workflow {row.workflow_id} discarded (no runner held it): its checkpoint "
+            f"({what}) is deleted"
+        )
     orchestration = {"orchestration": row.orchestration_id}
     found.services.counters_for(row.orchestration_id).add("aborted")
     found.services.metrics.inc("minions_workflows_aborted_total", labels=orchestration)
@@ -219,3 +249,14 @@ async def _cancel(found: _Found) -> str:
         f"workflow {row.workflow_id} cancelled (no runner held it): its checkpoint is deleted, "
         "counted as aborted"
     )
+
+
+def _refuse_while_loading(board: WorkflowBoard, workflow_id: str) -> None:
+    """A runner still loading may hold the checkpoint without showing it yet: refuse."""
+    loading = board.loading()
+    if loading:
+        raise WorkflowActionError(
+            "refused",
+            f"cannot act on workflow {workflow_id} now: {loading[0].minion} is still loading its "
+            "saved workflows; try again in a moment",
+        )

@@ -16,6 +16,14 @@ reads the board and acts through it: ``retry`` and ``cancel`` go to the workflow
 checkpoint no runner holds (saved by another orchestration of the same minion) can be adopted
 by a runner of that minion.
 
+One owner per workflow. An entry is put and dropped by its owner only: a runner abandoned after
+its stop timeout is replaced by its minion's next runner, and cannot drop what that one holds
+when its step finally ends. Whoever acts on a workflow decides
+it before any ``await``: a runner takes a failed workflow out of its own memory to retry it, a
+runner still loading its checkpoints (``WorkflowOwner.loaded`` is false) takes no action for
+anyone, and the control socket *claims* a checkpoint no runner holds (:meth:`WorkflowBoard.claim`)
+for as long as it deletes it, so no runner loads or adopts it meanwhile.
+
 Nothing here is persisted: attempts and the last error are also written in each checkpoint's
 history (``minions.workflows.checkpoint``), which is what a stopped system shows.
 """
@@ -67,6 +75,11 @@ class WorkflowOwner(Protocol):
 
     @property
     def orchestration_id(self) -> str: ...
+
+    @property
+    def loaded(self) -> bool:
+        """Whether it has loaded its saved checkpoints (until then it acts on none)."""
+        ...
 
     async def retry(self, workflow_id: str) -> str:
         """Resume the workflow now; a sentence saying what was done."""
@@ -132,6 +145,8 @@ class WorkflowBoard:
     def __init__(self) -> None:
         self._entries: dict[str, WorkflowEntry] = {}
         self._owners: dict[str, WorkflowOwner] = {}
+        #: Checkpoints no runner holds that the control socket is deleting (``claim``).
+        self._claims: set[str] = set()
         #: Why interrupted workflows were interrupted (a child died in their step), for the
         #: runner that resumes them next; bounded, oldest first out.
         self._interrupted: dict[str, str] = {}
@@ -142,15 +157,24 @@ class WorkflowBoard:
     # -- owners --------------------------------------------------------------------------------
 
     def join(self, owner: WorkflowOwner) -> None:
+        """``owner`` runs its orchestration now. A previous owner of it (a runner its host
+        abandoned after the stop timeout, still in a step) is replaced: its workflows leave the
+        board, for the new owner to load."""
+        previous = self._owners.get(owner.orchestration_id)
         self._owners[owner.orchestration_id] = owner
+        if previous is not None and previous is not owner:
+            self._drop_all(previous)
+
+    def _drop_all(self, owner: WorkflowOwner) -> None:
+        for workflow_id, entry in list(self._entries.items()):
+            if entry.owner is owner:
+                del self._entries[workflow_id]
 
     def leave(self, owner: WorkflowOwner) -> None:
         """The owner's minion stopped: it and its workflows leave the board."""
         if self._owners.get(owner.orchestration_id) is owner:
             del self._owners[owner.orchestration_id]
-        for workflow_id, entry in list(self._entries.items()):
-            if entry.owner is owner:
-                del self._entries[workflow_id]
+        self._drop_all(owner)
 
     def owners(self) -> list[WorkflowOwner]:
         return list(self._owners.values())
@@ -158,13 +182,42 @@ class WorkflowBoard:
     def owner_of(self, orchestration_id: str) -> WorkflowOwner | None:
         return self._owners.get(orchestration_id)
 
+    def loading(self) -> list[WorkflowOwner]:
+        """The owners still loading their saved checkpoints."""
+        return [owner for owner in self._owners.values() if not owner.loaded]
+
     # -- entries -------------------------------------------------------------------------------
 
-    def put(self, entry: WorkflowEntry) -> None:
-        self._entries[entry.workflow_id] = entry
+    def held(self, workflow_id: str) -> bool:
+        """Whether a runner holds the workflow, or the control socket has claimed it."""
+        return workflow_id in self._entries or workflow_id in self._claims
 
-    def drop(self, workflow_id: str) -> None:
-        self._entries.pop(workflow_id, None)
+    def put(self, entry: WorkflowEntry) -> bool:
+        """Put (or update) ``entry``; ``False``, changing nothing, when another owner holds the
+        workflow or it is claimed."""
+        current = self._entries.get(entry.workflow_id)
+        if (current is not None and current.owner is not entry.owner) or (
+            entry.workflow_id in self._claims
+        ):
+            return False
+        self._entries[entry.workflow_id] = entry
+        return True
+
+    def drop(self, workflow_id: str, owner: WorkflowOwner) -> None:
+        """Take the workflow off the board if ``owner`` holds it (else change nothing)."""
+        entry = self._entries.get(workflow_id)
+        if entry is not None and entry.owner is owner:
+            del self._entries[workflow_id]
+
+    def claim(self, workflow_id: str) -> bool:
+        """Claim a workflow no runner holds (to delete its checkpoint); whether it was free."""
+        if self.held(workflow_id):
+            return False
+        self._claims.add(workflow_id)
+        return True
+
+    def unclaim(self, workflow_id: str) -> None:
+        self._claims.discard(workflow_id)
 
     def get(self, workflow_id: str) -> WorkflowEntry | None:
         return self._entries.get(workflow_id)

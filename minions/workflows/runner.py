@@ -291,6 +291,10 @@ class WorkflowRunner:
         #: The workflows whose tasks run, and those loaded at start that wait for room.
         self._live: dict[str, tuple[ActiveWorkflow, asyncio.Task[None]]] = {}
         self._waiting: dict[str, Checkpoint[Any, Any]] = {}
+        #: The failed workflows kept for a retry (``keep_failed``): their checkpoints, as saved.
+        self._failed: dict[str, bytes] = {}
+        #: Its saved checkpoints are loaded and on the board: until then it acts on none.
+        self._loaded = False
 
     @classmethod
     def for_minion(cls, minion: Minion[Any, Any]) -> WorkflowRunner:
@@ -333,30 +337,50 @@ class WorkflowRunner:
     def orchestration_id(self) -> str:
         return self._orchestration.id
 
+    @property
+    def loaded(self) -> bool:
+        return self._loaded
+
     # -- the minion's life ---------------------------------------------------------------------
 
     async def run(self) -> None:
         self._context = contextvars.copy_context()
+        self._loaded = False
         self._board.join(self)
         try:
             await self._run()
         finally:
             self._board.leave(self)
             self._waiting.clear()
+            self._failed.clear()
 
     async def _run(self) -> None:
-        checkpoints = await self._load()
+        loaded = await self._load()
+        # Which of them this runner holds is decided here, with no await until it is: none that
+        # another runner holds or the control socket claimed while they were read.
+        for checkpoint, blob in loaded:
+            workflow_id, failed = checkpoint.workflow_id, checkpoint.failed
+            entry = self._entry(workflow_id, checkpoint.next_step_index,
+                                "failed" if failed else "waiting",
+                                _attempts(checkpoint), checkpoint.last_error)  # fmt: skip
+            if workflow_id in self._live or not self._board.put(entry):
+                self._store.services.logger.log(
+                    logging.INFO,
+                    "workflow.skipped",
+                    minion=self._name,
+                    workflow=workflow_id,
+                    reason="held by another runner, or being cancelled, while it was loaded",
+                )
+                continue
+            if failed:
+                self._failed[workflow_id] = blob
+            else:
+                self._waiting[workflow_id] = checkpoint
+        self._loaded = True
         if self._sole:
             await report_stranded(
                 self._store, self._orchestration.id, self._orchestration.minion_identity, self._name
             )
-        for checkpoint in checkpoints:
-            failed = checkpoint.failed
-            if not failed:
-                self._waiting[checkpoint.workflow_id] = checkpoint
-            self._board.put(self._entry(checkpoint.workflow_id, checkpoint.next_step_index,
-                                        "failed" if failed else "waiting",
-                                        _attempts(checkpoint), checkpoint.last_error))  # fmt: skip
         try:
             for workflow_id in list(self._waiting):
                 if workflow_id not in self._waiting:
@@ -411,9 +435,13 @@ class WorkflowRunner:
                 f"workflows (max_in_flight={self._limit}); it resumes when one of them ends",
             )
         self._check_open("retry")
-        row = await self._stored(workflow_id)
-        checkpoint = self._decoded(row)
-        self._board.drop(workflow_id)
+        # Kept in memory, so the retry is decided and under way before any await: a second
+        # retry, or a cancel, finds it running.
+        blob = self._failed.get(workflow_id)
+        if blob is None:
+            raise WorkflowActionError("refused", f"workflow {workflow_id} has just been retried")
+        checkpoint = self._decoded(StoredContext(workflow_id, self._orchestration.id, blob))
+        del self._failed[workflow_id]
         self._resume(checkpoint)
         return (
             f"workflow {workflow_id} resumed at step {step!r} (attempt {_attempts(checkpoint) + 1})"
@@ -423,15 +451,16 @@ class WorkflowRunner:
         entry = self._held(workflow_id)
         step = self._spec.labels[entry.step_index]
         if entry.state == "failed":
-            self._board.drop(workflow_id)
+            del self._failed[workflow_id]
+            self._board.drop(workflow_id, self)
             await self._store.delete(workflow_id, self._orchestration.id, self._policy)
             return (
                 f"workflow {workflow_id} discarded: its checkpoint is deleted (it was counted as "
                 "failed when it failed)"
             )
         if entry.state == "waiting":
-            self._waiting.pop(workflow_id, None)
-            self._board.drop(workflow_id)
+            del self._waiting[workflow_id]
+            self._board.drop(workflow_id, self)
             self._counters.add("aborted")
             self._store.services.metrics.inc("minions_workflows_aborted_total", labels=self._labels)
             await self._store.delete(workflow_id, self._orchestration.id, self._policy)
@@ -440,8 +469,10 @@ class WorkflowRunner:
         if live is None:
             raise WorkflowActionError("refused", f"workflow {workflow_id} has just ended")
         workflow, task = live
-        workflow.cancelled = True
-        task.cancel()
+        if not workflow.cancelled:  # a second cancel waits for the first one's
+            workflow.cancelled = True
+            if workflow.started:  # else its task sees the flag when it begins
+                task.cancel()
         done, _ = await asyncio.wait({task}, timeout=_CANCEL_WAIT)
         if not done:
             return (
@@ -449,12 +480,30 @@ class WorkflowRunner:
                 f"within {_CANCEL_WAIT:g} s (does it catch CancelledError?); it is counted as "
                 "aborted when it does"
             )
+        if not workflow.started:
+            return (
+                f"workflow {workflow_id} was not cancelled: {self._name} stopped before it "
+                "began; its checkpoint stays, and it resumes at the next start"
+            )
         return f"workflow {workflow_id} cancelled in step {step!r}: counted as aborted"
 
     async def adopt(self, row: StoredContext) -> str:
         self._check_open("resume")
-        if row.workflow_id in self._live or self._board.get(row.workflow_id) is not None:
-            raise WorkflowActionError("refused", f"workflow {row.workflow_id} runs already")
+        if not self._loaded:
+            raise WorkflowActionError(
+                "refused",
+                f"cannot resume it now: {self._name} is still loading its saved workflows; "
+                "try again in a moment",
+            )
+        if row.orchestration_id == self._orchestration.id:
+            # Every checkpoint of its own orchestration is on the board, unless it has ended.
+            raise WorkflowActionError(
+                "refused", f"workflow {row.workflow_id} has just ended (its checkpoint is deleted)"
+            )
+        if row.workflow_id in self._live or self._board.held(row.workflow_id):
+            raise WorkflowActionError(
+                "refused", f"workflow {row.workflow_id} runs already, or is being cancelled"
+            )
         checkpoint = self._decoded(row)
         self._resume(checkpoint)
         return (
@@ -483,15 +532,6 @@ class WorkflowRunner:
                 f"cannot {what} it now: {self._name} is stopping; it resumes at its next start",
             )
 
-    async def _stored(self, workflow_id: str) -> StoredContext:
-        for row in await self._store.load(self._orchestration.id):
-            if row.workflow_id == workflow_id:
-                return row
-        self._board.drop(workflow_id)
-        raise WorkflowActionError(
-            "failed", f"the checkpoint of workflow {workflow_id} is no longer in the store"
-        )
-
     def _decoded(self, row: StoredContext) -> Checkpoint[Any, Any]:
         try:
             return self.decode(row)
@@ -510,9 +550,9 @@ class WorkflowRunner:
         self._room.set()
         await self._pipeline.detach(self, within=self._save_limit)
 
-    async def _load(self) -> list[Checkpoint[Any, Any]]:
+    async def _load(self) -> list[tuple[Checkpoint[Any, Any], bytes]]:
         rows = await self._store.load(self._orchestration.id)
-        checkpoints: list[Checkpoint[Any, Any]] = []
+        checkpoints: list[tuple[Checkpoint[Any, Any], bytes]] = []
         for row in rows:
             try:
                 checkpoint = self._codec.decode(row.context, workflow_id=row.workflow_id)
@@ -527,7 +567,7 @@ class WorkflowRunner:
                 )
                 continue
             check_step(checkpoint, self._spec)
-            checkpoints.append(checkpoint)
+            checkpoints.append((checkpoint, row.context))
         return checkpoints
 
     async def deliver(self, event: Any) -> None:
@@ -570,6 +610,8 @@ class WorkflowRunner:
         error: str | None = None,
     ) -> None:
         entry = self._entry(workflow_id, start, "running", attempts, error)
+        placed = self._board.put(entry)
+        assert placed, f"workflow {workflow_id} was resumed while another owner held it"
         workflow = ActiveWorkflow(
             owner=self._minion,
             event=event,
@@ -588,7 +630,6 @@ class WorkflowRunner:
         self._counters.add("in_flight")
         self._tasks.add(task)
         self._live[workflow_id] = (workflow, task)
-        self._board.put(entry)
         task.add_done_callback(lambda done: self._finished(done, workflow))
 
     def _finished(self, task: asyncio.Task[None], workflow: ActiveWorkflow) -> None:
@@ -597,7 +638,7 @@ class WorkflowRunner:
         if self._live.get(workflow_id, (None,))[0] is workflow:
             del self._live[workflow_id]
         if workflow.entry.state != "failed":  # a failed one kept for a retry stays on the board
-            self._board.drop(workflow_id)
+            self._board.drop(workflow_id, self)
         self._release(workflow)  # if it ended before releasing (cancelled, or never started)
 
     def _release(self, workflow: ActiveWorkflow) -> None:
@@ -623,6 +664,7 @@ class WorkflowRunner:
     # -- one workflow --------------------------------------------------------------------------
 
     async def _run_workflow(self, workflow: ActiveWorkflow, start: int, resumed: bool) -> None:
+        workflow.started = True
         current_workflow.set(workflow)
         metrics = self._store.services.metrics
         self._counters.add("resumed" if resumed else "started")
@@ -632,6 +674,8 @@ class WorkflowRunner:
         )
         stopping = 0
         try:
+            if workflow.cancelled:
+                raise asyncio.CancelledError  # an operator cancelled it before its task began
             outcome = await self._run_steps(workflow, start, resumed)
         except asyncio.CancelledError:
             if not workflow.cancelled:
@@ -660,7 +704,7 @@ class WorkflowRunner:
         metrics.inc(f"minions_workflows_{outcome}_total", labels=self._labels)
         if outcome == "failed" and self._keep_failed and await self._keep(workflow):
             return
-        self._board.drop(workflow.handle.workflow_id)
+        self._board.drop(workflow.handle.workflow_id, self)
         await self._store.delete(workflow.handle.workflow_id, self._orchestration.id, self._policy)
         if stopping:
             raise asyncio.CancelledError
@@ -683,6 +727,7 @@ class WorkflowRunner:
             saved = False
         if not saved:
             return False  # deleted instead: a kept checkpoint not marked failed would resume
+        self._failed[workflow_id] = blob
         workflow.entry.state = "failed"
         workflow.entry.last_error = workflow.error
         self._store.services.logger.log(

@@ -97,6 +97,8 @@ class ActiveWorkflow:
     error: str | None = None
     #: An operator cancelled it (``minions workflows cancel``): it ends as aborted.
     cancelled: bool = False
+    #: Its task began (a task cancelled before that never runs its ``finally`` clauses).
+    started: bool = False
     #: Its entry on the workflow board (``minions.workflows.board``), set by the driver.
     entry: Any = None
 

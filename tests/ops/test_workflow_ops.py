@@ -70,11 +70,13 @@ class Adopter(Minion[Ev, Ctx]):
         reached[self.event.n].set()
 
 
-def row_of(minion: str, orchestration: str, n: int, context: Any = None) -> StoredContext:
+def row_of(
+    minion: str, orchestration: str, n: int, context: Any = None, *, failed: bool = False
+) -> StoredContext:
     workflow_id = new_workflow_id(random.Random(n))
     context_type = Ctx if context is None else type(context)
     blob = checkpoint_codec(Ev, context_type).encode(
-        Checkpoint(orchestration, workflow_id, minion, Ev(n), context or Ctx(), 0)
+        Checkpoint(orchestration, workflow_id, minion, Ev(n), context or Ctx(), 0, failed=failed)
     )
     return StoredContext(workflow_id, orchestration, blob)
 
@@ -143,3 +145,29 @@ async def test_unheld_checkpoints_are_listed_adopted_refused_and_cancelled(
             with pytest.raises(WorkflowActionError) as unknown:
                 await answer_workflow_op(rt, "workflow", "0123456789")
             assert unknown.value.kind == "unknown_workflow"
+
+
+async def test_cancelling_an_unheld_failed_or_corrupt_checkpoint_counts_nothing_again(
+    tmp_path: Path,
+) -> None:
+    """``cancel`` of a checkpoint no runner holds deletes it; only a saved one counts as
+    aborted: one kept as failed was counted when it failed, and a corrupt one never ran."""
+    failed = row_of("gone.Minion", "gone-orchestration", 4, failed=True)
+    corrupt = StoredContext(new_workflow_id(random.Random(5)), "gone-orchestration", b"garbage")
+    plain = row_of("gone.Minion", "gone-orchestration", 6)
+    store = InMemoryStateStore([failed, corrupt, plain])
+    store_cls, services = bound(store)
+    Quiet.asked = asyncio.Event()
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Adopter, store_cls)
+            await Quiet.asked.wait()
+            counters = services.counters_for("gone-orchestration")
+            for row, said in ((failed, "kept as failed"), (corrupt, "unreadable")):
+                answer = await answer_workflow_op(rt, "workflow_cancel", row.workflow_id)
+                assert f"its checkpoint ({said}) is deleted" in answer["message"]
+                assert counters.snapshot().aborted == 0
+            answer = await answer_workflow_op(rt, "workflow_cancel", plain.workflow_id)
+            assert "counted as aborted" in answer["message"]
+            assert counters.snapshot().aborted == 1
+            assert store.contexts == {}

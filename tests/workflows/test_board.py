@@ -23,6 +23,7 @@ import pytest
 from minions import Minion, Pipeline, Runtime, WorkflowStore, minion_step
 from minions.core.identity import identity_of
 from minions.implementations import InMemoryStateStore, NoOpLogger, SQLiteStateStore
+from minions.ops.workflow_ops import answer_workflow_op
 from minions.workflows.board import WorkflowActionError, WorkflowEntry
 from minions.workflows.checkpoint import Checkpoint, checkpoint_codec, read_header
 from minions.workflows.runner import orchestration_id
@@ -317,3 +318,157 @@ async def test_a_resumed_workflow_records_its_next_attempt(tmp_path: Path) -> No
                 assert only_entry(services).attempts == attempt
             # leaving the runtime interrupts the workflow: its checkpoint stays
     assert gates.log == ["first:8"] * 3
+
+
+# -- operators' actions that overlap: one owner per workflow, decided before any await --------
+
+
+async def kept_failed(services: StoreServices, n: int) -> WorkflowEntry:
+    """Run job ``n`` until it fails and is kept (its second step raises); its entry."""
+    gates.failing.add(n)
+    gates.open[f"first:{n}"].set()
+    await gates.events.put(Ev(n))
+    await until(services, Steps, lambda s: s.failed == 1 and s.checkpoints_saved == 3)
+    gates.failing.clear()
+    entry = only_entry(services)
+    assert entry.state == "failed"
+    return entry
+
+
+async def test_two_retries_at_once_run_a_failed_workflow_once(tmp_path: Path) -> None:
+    """Two ``retry`` requests served at the same time (two terminals, a double click): the
+    first resumes the failed workflow, the second is refused because it runs; its step runs
+    once."""
+    async with SQLiteStateStore(tmp_path / "state.sqlite3") as store:
+        store_cls, services = binding(store, keep_failed=True)
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Steps, store_cls)
+            entry = await kept_failed(services, 2)
+            first, second = await asyncio.gather(
+                entry.owner.retry(entry.workflow_id),
+                entry.owner.retry(entry.workflow_id),
+                return_exceptions=True,
+            )
+            assert isinstance(first, str) and "resumed at step 'second'" in first
+            assert isinstance(second, WorkflowActionError) and second.kind == "refused"
+            assert "is running" in str(second)
+            assert services.counters_for(oid(Steps)).snapshot().in_flight == 1
+            await reached("second:2")
+            gates.open["second:2"].set()
+            stats = await until(services, Steps, lambda s: s.succeeded == 1)
+            assert (stats.resumed, stats.in_flight) == (1, 0)
+        assert await store.get_all_contexts() == []
+    assert gates.log.count("second:2") == 1, gates.log
+
+
+@pytest.mark.parametrize("first", ["retry", "cancel"])
+async def test_retry_and_cancel_at_once_never_bring_a_discarded_workflow_back(
+    tmp_path: Path, first: str
+) -> None:
+    """``retry`` and ``cancel`` of a failed workflow at the same time: whichever comes first,
+    the other sees what it did — a cancel after the retry cancels the resumed workflow before
+    its step runs (counted as aborted), a retry after the cancel is refused — and the
+    checkpoint ends deleted, never saved again."""
+    async with SQLiteStateStore(tmp_path / "state.sqlite3") as store:
+        store_cls, services = binding(store, keep_failed=True)
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Steps, store_cls)
+            entry = await kept_failed(services, 3)
+            owner, workflow_id = entry.owner, entry.workflow_id
+            gates.open["second:3"].set()
+            actions = {"retry": owner.retry(workflow_id), "cancel": owner.cancel(workflow_id)}
+            second = "cancel" if first == "retry" else "retry"
+            answers = dict(
+                zip(
+                    (first, second),
+                    await asyncio.gather(actions[first], actions[second], return_exceptions=True),
+                    strict=True,
+                )
+            )
+            stats = services.counters_for(oid(Steps)).snapshot()
+            if first == "retry":
+                assert "resumed at step 'second'" in str(answers["retry"])
+                assert "cancelled in step 'second': counted as aborted" in str(answers["cancel"])
+                assert (stats.resumed, stats.aborted) == (1, 1)
+            else:
+                assert "discarded" in str(answers["cancel"])
+                assert isinstance(answers["retry"], WorkflowActionError)
+                assert "not held" in str(answers["retry"])
+                assert (stats.resumed, stats.aborted) == (0, 0)
+            assert services.board.entries() == []
+        assert await store.get_all_contexts() == []
+    assert "second:3" not in gates.log
+
+
+class SlowLoad(InMemoryStateStore):
+    """An in-memory store whose reads of an orchestration wait for ``gate`` (a slow disk)."""
+
+    def __init__(self, rows: list[StoredContext]) -> None:
+        super().__init__(rows)
+        self.gate, self.loading = asyncio.Event(), asyncio.Event()
+
+    async def get_contexts_for_orchestration(self, orchestration_id: str) -> list[StoredContext]:
+        self.loading.set()
+        rows = await super().get_contexts_for_orchestration(orchestration_id)
+        await self.gate.wait()
+        return rows
+
+
+async def test_a_checkpoint_being_loaded_is_neither_adopted_nor_deleted(tmp_path: Path) -> None:
+    """While a minion loads its checkpoints, ``retry`` and ``cancel`` of one of them (not on
+    the board yet) are refused — the minion may be about to hold it; once loaded, it runs
+    once."""
+    row = saved(Steps, 7, step=1)
+    store = SlowLoad([row])
+    gates.open["second:7"].set()
+    store_cls, services = binding(store)
+    async with Runtime(project_dir=tmp_path) as rt:
+        start = asyncio.ensure_future(rt.start(Steps, store_cls))
+        with anyio.fail_after(LIMIT):
+            await store.loading.wait()
+        for op in ("workflow_retry", "workflow_cancel"):
+            with pytest.raises(WorkflowActionError, match="still loading") as refused:
+                await answer_workflow_op(rt, op, row.workflow_id)
+            assert refused.value.kind == "refused"
+        store.gate.set()
+        await start
+        stats = await until(services, Steps, lambda s: s.succeeded == 1)
+        assert (stats.resumed, stats.aborted) == (1, 0)
+    assert gates.log.count("second:7") == 1, gates.log
+
+
+class Deaf(Minion[Ev, Ctx], stop_timeout=0.2):
+    """A step that keeps going when cancelled, until the test lets it end."""
+
+    jobs: Jobs
+
+    @minion_step
+    async def first(self) -> None:
+        try:
+            await gates.at(f"first:{self.event.n}")
+        except asyncio.CancelledError:
+            await gates.at(f"deaf:{self.event.n}")
+
+
+async def test_an_abandoned_runner_does_not_take_its_successors_workflow_off_the_board(
+    tmp_path: Path,
+) -> None:
+    """A restart abandons a runner whose step ignores its cancellation; the next incarnation
+    resumes the workflow. When the old step finally ends, the workflow stays on the board as
+    its new runner's: ``retry`` and ``cancel`` still reach it."""
+    store = InMemoryStateStore()
+    store_cls, services = binding(store)
+    async with Runtime(project_dir=tmp_path) as rt:
+        await rt.start(Deaf, store_cls)
+        await gates.events.put(Ev(9))
+        await reached("first:9")
+        old = only_entry(services).owner
+        await rt.restart(Deaf)  # abandons the old run() after stop_timeout
+        await until(services, Deaf, lambda s: s.resumed == 1)
+        entry = only_entry(services)
+        assert entry.owner is not old and entry.state == "running"
+        gates.open["deaf:9"].set()
+        await until(services, Deaf, lambda s: s.succeeded == 1)  # the old step ended
+        assert services.board.get(entry.workflow_id) is entry
+        message = await entry.owner.cancel(entry.workflow_id)
+        assert "counted as aborted" in message
