@@ -34,6 +34,7 @@ from .workflows.state_store import StateStoreCorrupt as StateStoreCorrupt
 from .workflows.state_store import StateStoreDamaged as StateStoreDamaged
 from .workflows.state_store import StateStoreError as StateStoreError
 from .workflows.state_store import StateStoreFull as StateStoreFull
+from .workflows.state_store import StateStoreInUse as StateStoreInUse
 from .workflows.state_store import StateStoreLocked as StateStoreLocked
 from .workflows.state_store import StateStoreReadOnly as StateStoreReadOnly
 from .workflows.state_store import StateStoreUnavailable as StateStoreUnavailable
@@ -59,6 +60,7 @@ __all__ = [
     "StateStoreDamaged",
     "StateStoreError",
     "StateStoreFull",
+    "StateStoreInUse",
     "StateStoreLocked",
     "StateStoreReadOnly",
     "StateStoreUnavailable",

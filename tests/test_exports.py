@@ -56,8 +56,8 @@ PROMISED = {
         "CorruptCheckpoint", "DefinitionError", "IncompatibleCheckpoint", "MinionsError",
         "PersistenceError", "RuntimeStateError", "StartupError", "StateStoreClosed",
         "StateStoreCorrupt", "StateStoreDamaged", "StateStoreError", "StateStoreFull",
-        "StateStoreLocked", "StateStoreReadOnly", "StateStoreUnavailable", "TaskCancellationError",
-        "TaskCancellationTimeoutError", "UnsupportedSchema",
+        "StateStoreInUse", "StateStoreLocked", "StateStoreReadOnly", "StateStoreUnavailable",
+        "TaskCancellationError", "TaskCancellationTimeoutError", "UnsupportedSchema",
     ],
     "minions.interfaces": ["LabelledMetric", "Logger", "Metrics", "StateStore", "StoredContext"],
     "minions.implementations": [

@@ -6,11 +6,16 @@ and fight over the rest. :func:`minions.run` takes :class:`ProjectLock` before a
 and holds it for the system's life; a second ``run(...)`` in the same folder is refused with
 :class:`ProjectBusyError`, naming the first one's pid.
 
-The lock is ``flock(2)`` on ``.minions/system.lock``. The kernel releases it when its holder
-ends, however it ends, so a system killed with SIGKILL leaves no stale lock behind: the file
-stays, but the next system locks it at once. (Forked children do not keep it: a fork shares the
-descriptor, and each isolated child releases every inherited descriptor first thing.) The file
-holds the holder's pid, for the error message only.
+The lock is a :class:`~minions.core.file_lock.FileLock` (``flock(2)``) on
+``.minions/system.lock``. The kernel releases it when its holder ends, however it ends, so a
+system killed with SIGKILL leaves no stale lock behind: the file stays, but the next system
+locks it at once. (Forked children do not keep it: a fork shares the descriptor, and each
+isolated child releases every inherited descriptor first thing.) The file holds the holder's
+pid, for the error message only.
+
+The project lock keeps two ``run()`` systems out of one folder; the state store has a lock of
+its own, beside its file (``minions.workflows.sqlite``), which every way of starting a system
+takes — ``run()``, ``Runtime`` and ``Gru`` — and ``minions workflows cancel`` too.
 
 While a system holds the lock, a control socket file it finds is stale by definition (only the
 lock holder listens there), so :class:`~minions.ops.control.ControlServer` replaces it without
@@ -19,13 +24,11 @@ probing it.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import os
 from pathlib import Path
 from types import TracebackType
 
 from ..core.errors import RuntimeStateError
+from ..core.file_lock import FileLock
 from ..core.private import PRIVATE_DIR_NAME, private_dir
 
 __all__ = ["LOCK_NAME", "ProjectBusyError", "ProjectLock"]
@@ -43,7 +46,7 @@ class ProjectLock:
     def __init__(self, project_dir: Path) -> None:
         self.project_dir = project_dir
         self.path = project_dir / PRIVATE_DIR_NAME / LOCK_NAME
-        self._fd: int | None = None
+        self._lock = FileLock(self.path)
 
     def __repr__(self) -> str:
         return f"<ProjectLock {self.path} {'held' if self.held else 'free'}>"
@@ -51,45 +54,31 @@ class ProjectLock:
     @property
     def held(self) -> bool:
         """Whether this object holds the lock."""
-        return self._fd is not None
+        return self._lock.held
 
     def acquire(self) -> None:
         """Take the lock, or raise :class:`ProjectBusyError` at once if another system has it."""
-        if self._fd is not None:
+        if self.held:
             return
         private_dir(self.path.parent, root=self.project_dir)  # checked: PrivateDirectoryError
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o600)
+            taken = self._lock.acquire()
         except OSError as exc:
             raise RuntimeStateError(
-                f"cannot open the project lock {self.path}: {exc}; check the folder's permissions"
+                f"cannot lock {self.path}: {exc}; check the folder's permissions"
             ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = _read_pid(fd)
-            os.close(fd)
+        if not taken:
+            holder = self._lock.holder
             who = f" (pid {holder})" if holder else ""
             raise ProjectBusyError(
                 f"another Minions system{who} is running in {self.project_dir}: stop it first "
                 f"('minions stop --project {self.project_dir}'), or run this one in another "
                 "project folder (--project DIR or $MINIONS_PROJECT_DIR)"
-            ) from None
-        except OSError as exc:
-            os.close(fd)
-            raise RuntimeStateError(f"cannot lock {self.path}: {exc}") from exc
-        with contextlib.suppress(OSError):
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
+            )
 
     def release(self) -> None:
         """Let the lock go (the kernel does it too when the process ends)."""
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            os.close(fd)
+        self._lock.release()
 
     def __enter__(self) -> ProjectLock:
         self.acquire()
@@ -102,11 +91,3 @@ class ProjectLock:
         tb: TracebackType | None,
     ) -> None:
         self.release()
-
-
-def _read_pid(fd: int) -> int | None:
-    try:
-        text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-    except OSError:
-        return None
-    return int(text) if text.isdigit() else None

@@ -17,9 +17,11 @@ With a system running in the project folder the answers come from it (its contro
 last error, and every other checkpoint of its stores. With none, ``workflows`` and ``show``
 read the state store file directly, read-only (:mod:`.saved_workflows`): what was saved, with
 the history each checkpoint records (attempts, last error, failed). ``retry`` needs the running
-system (the system resumes every saved workflow when it starts); ``cancel`` without one takes
-the project lock — so no system can start meanwhile — and deletes the checkpoint, which is how
-a workflow that crashes its minion at every resume is discarded before the next start.
+system (the system resumes every saved workflow when it starts); ``cancel`` without one (or
+with ``--store PATH``) takes the store's own lock — the one every system using the file holds,
+so it is refused while one does, and no system can open the store meanwhile — and deletes the
+checkpoint, which is how a workflow that crashes its minion at every resume is discarded before
+the next start.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from ..workflows.sqlite.store import SQLiteStateStore
+from ..workflows.state_store import StateStoreInUse
 from .client import ControlClient, ControlError, NoSystemError
-from .lock import ProjectLock
 from .saved_workflows import (
     describe,
     detail,
@@ -65,7 +67,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--store",
         metavar="PATH",
-        help="read this state store file, whether a system runs or not (read-only)",
+        help=(
+            "use this state store file, whether a system runs or not: list and show read it "
+            "without changing it; cancel deletes from it when no system uses it"
+        ),
     )
 
 
@@ -85,7 +90,7 @@ def main(args: argparse.Namespace, project: Path, timeout: float) -> int:
     else:
         answer = None if store else _try_live(client, "workflow_cancel", target)
         if answer is None:
-            return _cancel_offline(project, store or store_path(project), target)
+            return _cancel_offline(store or store_path(project), target)
     print(answer["message"])
     return 0
 
@@ -263,22 +268,30 @@ def _indented(value: Any) -> str:
 # -- cancel without a running system ---------------------------------------------------------------
 
 
-def _cancel_offline(project: Path, path: Path, wanted: str) -> int:
-    lock = ProjectLock(project)
-    lock.acquire()  # ProjectBusyError: a system without a control socket runs there
-    try:
-        rows = {row.workflow_id: row for row in read_saved(path)}
-        workflow_id = match_workflow(wanted, list(rows))
-        asyncio.run(_delete(path, workflow_id))
-    finally:
-        lock.release()
+def _cancel_offline(path: Path, wanted: str) -> int:
+    read_saved(path)  # a clear error for a missing file, or one that is not a Minions store
+    workflow_id = asyncio.run(_delete(path, wanted))
     print(
         f"workflow {workflow_id} cancelled: its checkpoint is deleted from {path} (no system was "
-        "running, so nothing was counted)"
+        "using it, so nothing was counted)"
     )
     return 0
 
 
-async def _delete(path: Path, workflow_id: str) -> None:
-    async with SQLiteStateStore(path) as store:
+async def _delete(path: Path, wanted: str) -> str:
+    """Delete the checkpoint ``wanted`` names, under the store's lock; its workflow id."""
+    store = SQLiteStateStore(path)
+    try:
+        try:
+            await store.startup()
+        except StateStoreInUse as exc:
+            raise ControlError(
+                f"{exc}. To cancel a workflow of a running system, ask that system: 'minions "
+                "workflows cancel ID --project DIR' with its project folder"
+            ) from None
+        rows = await store.get_all_contexts()
+        workflow_id = match_workflow(wanted, [row.workflow_id for row in rows])
         await store.delete_context(workflow_id)
+    finally:
+        await store.aclose()
+    return workflow_id

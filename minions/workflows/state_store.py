@@ -20,6 +20,7 @@ Errors, grouped by what the caller does about them::
 
     StateStoreError (a MinionsError)   base; ``retryable`` says whether trying again can help
     ├── StateStoreClosed               used after shutdown: a bug in the calling program
+    ├── StateStoreInUse                another system (or Runtime, or Gru) has the store open
     ├── StateStoreUnavailable          the environment refused; retry later or fix it (retryable)
     │   ├── StateStoreLocked           another process holds the write lock for too long
     │   ├── StateStoreFull             the disk, or the store's size limit, is full
@@ -49,6 +50,7 @@ __all__ = [
     "StateStoreDamaged",
     "StateStoreError",
     "StateStoreFull",
+    "StateStoreInUse",
     "StateStoreLocked",
     "StateStoreReadOnly",
     "StateStoreUnavailable",
@@ -67,6 +69,11 @@ class StateStoreError(MinionsError):
 
 class StateStoreClosed(StateStoreError):
     """The store was shut down; the operation was not performed."""
+
+
+class StateStoreInUse(StateStoreError):
+    """Another system has the store open: a store serves one system at a time (two would
+    resume the same workflows). Stop the other one, or give this one a store of its own."""
 
 
 class StateStoreUnavailable(StateStoreError):

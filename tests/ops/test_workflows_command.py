@@ -180,7 +180,7 @@ def test_a_stopped_systems_workflows_are_read_from_its_store(
     tmp_path: Path, start_system: type[System]
 ) -> None:
     """Down: the store named in minions.toml is read read-only (its bytes do not change):
-    listed, shown as plain data; retry needs the system; cancel deletes under the project
+    listed, shown as plain data; retry needs the system; cancel deletes under the store's
     lock. The next start resumes the interrupted workflow as attempt 2, and the kept failed
     one stays failed."""
     project = workflow_project(tmp_path, store="data/wf.sqlite3")
@@ -236,15 +236,22 @@ def test_a_store_file_is_read_while_its_system_writes(
     tmp_path: Path, start_system: type[System]
 ) -> None:
     """``--store`` reads the file of a running system without getting in its way: the listing
-    shows what is saved, and the system goes on (a retry and its checkpoints after it)."""
+    shows what is saved, and the system goes on (a retry and its checkpoints after it). A
+    cancel there is refused, since the system holds the store (its next checkpoint would bring
+    the row back): it names the system and says to ask it."""
     project = workflow_project(tmp_path)
     system = start_system(project)
     system.wait_for(r"holding 3")
     rows = wait_listed(project, lambda rows: len(rows) == 2)["workflows"]
     failed = next(r for r in rows if r["state"] == "failed")
-    from_file = listed(project, "--store", str(project / ".minions" / "state.sqlite3"))
+    path = str(project / ".minions" / "state.sqlite3")
+    from_file = listed(project, "--store", path)
     assert from_file["live"] is False
     assert sorted(r["state"] for r in from_file["workflows"]) == ["failed", "saved"]
+    refused = cli("workflows", "cancel", failed["workflow_id"], "--store", path)
+    assert refused.code == 1 and f"pid {system.pid}" in refused.err, refused.err
+    assert "ask that system: 'minions workflows cancel ID --project DIR'" in refused.err
+    assert len(listed(project, "--store", path)["workflows"]) == 2
     (project / "broken").unlink()
     assert cli("workflows", "retry", failed["workflow_id"], "--project", str(project)).code == 0
     system.wait_for(r"done 2")

@@ -43,6 +43,7 @@ __all__ = [
     "UPSERT",
     "connection_usable",
     "open_connection",
+    "prepare_directory",
     "translate",
 ]
 
@@ -73,6 +74,16 @@ SELECT_ORCHESTRATION = (
 )
 
 
+def prepare_directory(path: Path) -> None:
+    """Create the directory of the state file at ``path`` owner-only (the project's
+    ``.minions`` checked as private, see ``minions.core.private``)."""
+    parent = path.parent
+    if parent.name == PRIVATE_DIR_NAME:
+        private_dir(parent, root=parent.parent)  # the project's own: checked, owner-only
+    else:
+        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+
 def open_connection(
     path: Path, busy_timeout: float, max_bytes: int | None, synchronous: str = "full"
 ) -> sqlite3.Connection:
@@ -82,11 +93,7 @@ def open_connection(
     event loop's thread and its own) and is left with a busy timeout of zero: whoever uses it
     sets the wait it can afford (``PRAGMA busy_timeout``).
     """
-    parent = path.parent
-    if parent.name == PRIVATE_DIR_NAME:
-        private_dir(parent, root=parent.parent)  # the project's own: checked, owner-only
-    else:
-        parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    prepare_directory(path)
     private_file(path)  # 0600 whatever the umask; SQLite gives its WAL files the same mode
     conn = sqlite3.connect(
         path, timeout=busy_timeout, isolation_level=None, check_same_thread=False

@@ -23,6 +23,14 @@ A caller is answered only after the transaction holding its row committed; if a 
 fit (``StateStoreFull``) its rows are retried one transaction each, so an oversized row fails
 alone. Reads run on the writer thread and see every write submitted before them.
 
+One system per file. The store's first open (its first operation, or ``startup()``) takes a
+lock on ``<file>.lock`` beside the database (``minions.core.file_lock``: ``flock``, released by
+the kernel when the process ends, however it ends) and holds it until the store is closed. A
+second store on the same file — another system, a second ``Runtime`` or ``Gru`` in the same
+process, ``minions workflows cancel`` while a system runs — fails with ``StateStoreInUse``
+naming the holder's pid, instead of both resuming the same workflows. Readers that only look
+(``minions workflows``) take no lock.
+
 Lifecycle (``statistics().state``)::
 
     new ──first operation or startup()──► open ──shutdown()/aclose()/close()──► closing ──► closed
@@ -105,6 +113,8 @@ def _after_fork_in_child() -> None:
         writer.forked = True
         # The lock may have been held by a thread that does not exist in the child.
         writer.lock = threading.Lock()
+        # The store's file lock is the parent's: the child must not keep it after the parent.
+        writer.file_lock.forget()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)

@@ -53,6 +53,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import enum
+import os
 import queue
 import sqlite3
 import threading
@@ -61,11 +62,13 @@ from pathlib import Path
 from typing import Any, TypeAlias
 
 from ...core.clock import Clock
+from ...core.file_lock import FileLock
 from ...core.histogram import BATCH_BUCKETS, SECONDS_BUCKETS, Histogram
 from ..state_store import (
     StateStoreClosed,
     StateStoreError,
     StateStoreFull,
+    StateStoreInUse,
     StateStoreUnavailable,
     StoredContext,
 )
@@ -76,10 +79,20 @@ from .schema import (
     UPSERT,
     connection_usable,
     open_connection,
+    prepare_directory,
     translate,
 )
 
-__all__ = ["DELETE", "LAZY_LINGER", "PING", "READ_ALL", "READ_ORCHESTRATION", "SAVE", "Writer"]
+__all__ = [
+    "DELETE",
+    "LAZY_LINGER",
+    "PING",
+    "READ_ALL",
+    "READ_ORCHESTRATION",
+    "SAVE",
+    "Writer",
+    "lock_path",
+]
 
 # Operation kinds; writes sort before reads.
 SAVE, DELETE, READ_ALL, READ_ORCHESTRATION, PING = range(5)
@@ -99,6 +112,11 @@ _COST_WEIGHT = 0.25
 _PROBE_FIRST, _PROBE_MAX = 256, 8192
 #: A WAL checkpoint runs on the thread after this many commits or rows, whichever comes first.
 _CHECKPOINT_COMMITS, _CHECKPOINT_ROWS = 500, 8000
+
+
+def lock_path(path: Path) -> Path:
+    """The store's lock file, beside it: ``state.sqlite3.lock`` for ``state.sqlite3``."""
+    return path.with_name(path.name + ".lock")
 
 
 class StoreState(enum.Enum):
@@ -141,6 +159,8 @@ class Writer:
         self.thread: threading.Thread | None = None
         self.exited: concurrent.futures.Future[None] = concurrent.futures.Future()
         self.conn: sqlite3.Connection | None = None
+        #: Held from the first open until the thread ends: one system per store file.
+        self.file_lock = FileLock(lock_path(path))
         #: Thread jobs queued or running; the loop commits only while there are none.
         self.jobs = 0
         #: The loop thread is using the connection; jobs for the thread wait in ``held``.
@@ -503,6 +523,7 @@ class Writer:
                 with contextlib.suppress(sqlite3.Error):
                     self.conn.close()
                 self.conn = None
+            self.file_lock.release()
             self.exited.set_result(None)
 
     def _job_done(self, taken: int, outcomes: list[_Outcome]) -> None:
@@ -545,6 +566,7 @@ class Writer:
         open_error: StateStoreError | None = None
         if self.conn is None:
             try:
+                self._lock_store()
                 self.conn = open_connection(
                     self.path, self.busy_timeout, self.max_bytes, self.synchronous
                 )
@@ -575,6 +597,26 @@ class Writer:
         if self.conn is not None:
             _set_busy_timeout(self.conn, 0.0)
         return outcomes
+
+    def _lock_store(self) -> None:
+        """Take the store's lock before its first open, or raise ``StateStoreInUse``."""
+        lock = self.file_lock
+        if lock.held:
+            return
+        prepare_directory(self.path)
+        if lock.acquire():
+            return
+        holder = lock.holder
+        if holder == os.getpid():
+            who = " (this process: a second Runtime, Gru or SQLiteStateStore on the same file)"
+        else:
+            who = f" (pid {holder})" if holder else ""
+        raise StateStoreInUse(
+            f"the state store {self.path} is in use by another Minions system{who}: a store "
+            "file serves one system at a time, or both would resume the same workflows. Stop "
+            "that system first, or give this one a store of its own (the path of the "
+            "[WorkflowStore] table in minions.toml, or SQLiteStateStore(path))"
+        )
 
     def _checkpoint(self) -> None:
         # Copies committed pages from the WAL into the database file, so the WAL is reused
