@@ -55,8 +55,10 @@ the pipeline's and (with Gru) the config's identities (:func:`orchestration_id`)
 program in a copied project folder finds its checkpoints again. Under ``run(...)`` a workflow
 minion runs once, with the config of its ``minions.toml`` table, so the id is its identity and
 its pipeline's alone: editing a value, or overriding it from the environment, keeps resuming.
-Checkpoints of the same minion under another id are reported at its first start
-(:mod:`.stranded`).
+(Earlier builds hashed the config values there too: checkpoints saved under that former id
+with the current values are adopted at load — resumed here, filed under the current id from
+their next checkpoint on.) Other checkpoints of the same minion under another id are reported
+at its first start (:mod:`.stranded`).
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ from typing import Any
 
 from ..core.component import Minion, WorkflowHandle, component_name
 from ..core.errors import DefinitionError
-from ..core.graph import declared_dependencies
+from ..core.graph import declared_config, declared_dependencies
 from ..core.identity import identity_of
 from ..core.values import plain_codec
 from .board import WorkflowActionError, WorkflowEntry
@@ -245,9 +247,12 @@ class WorkflowRunner:
         orchestration: Orchestration,
         *,
         sole: bool = False,
+        adopted: str | None = None,
     ) -> None:
         """``sole``: this is the minion's only orchestration (the ``run(...)`` form, not Gru's),
-        so its checkpoints under other orchestration ids are reported as stranded."""
+        so its checkpoints under other orchestration ids are reported as stranded. ``adopted``:
+        another orchestration id whose checkpoints it loads as its own (the id the ``run(...)``
+        form had before it stopped hashing config values)."""
         cls = type(minion)
         self._minion = minion
         self._spec = spec
@@ -286,6 +291,7 @@ class WorkflowRunner:
         self._closing = False
         self._context = contextvars.copy_context()
         self._sole = sole
+        self._adopted = adopted
         self._board = store.services.board
         self._keep_failed = store.services.keep_failed
         #: The workflows whose tasks run, and those loaded at start that wait for room.
@@ -308,14 +314,15 @@ class WorkflowRunner:
             raise DefinitionError(
                 f"{mcls.__qualname__} runs without its WorkflowStore or pipeline instance"
             )
-        sole = orchestration is None
-        if orchestration is None:
-            # The run(...) form: one orchestration per minion, whatever its config values.
-            orchestration = Orchestration(
-                id=orchestration_id(identity_of(mcls), identity_of(type(pipeline))),
-                minion_identity=identity_of(mcls),
-            )
-        return cls(minion, spec, store, pipeline, orchestration, sole=sole)
+        if orchestration is not None:
+            return cls(minion, spec, store, pipeline, orchestration)
+        # The run(...) form: one orchestration per minion, whatever its config values.
+        identities = (identity_of(mcls), identity_of(type(pipeline)))
+        orchestration = Orchestration(
+            id=orchestration_id(*identities), minion_identity=identities[0]
+        )
+        return cls(minion, spec, store, pipeline, orchestration, sole=True,
+                   adopted=_former_id(minion, *identities))  # fmt: skip
 
     def __repr__(self) -> str:
         return (
@@ -378,9 +385,8 @@ class WorkflowRunner:
                 self._waiting[workflow_id] = checkpoint
         self._loaded = True
         if self._sole:
-            await report_stranded(
-                self._store, self._orchestration.id, self._orchestration.minion_identity, self._name
-            )
+            own = (self._orchestration.id, *(() if self._adopted is None else (self._adopted,)))
+            await report_stranded(self._store, own, self._orchestration.minion_identity, self._name)
         try:
             for workflow_id in list(self._waiting):
                 if workflow_id not in self._waiting:
@@ -552,6 +558,21 @@ class WorkflowRunner:
 
     async def _load(self) -> list[tuple[Checkpoint[Any, Any], bytes]]:
         rows = await self._store.load(self._orchestration.id)
+        if self._adopted is not None:
+            former = await self._store.load(self._adopted)
+            if former:
+                self._store.services.logger.log(
+                    logging.INFO,
+                    "workflow.adopted",
+                    minion=self._name,
+                    orchestration=self._orchestration.id,
+                    adopted=len(former),
+                    note=(
+                        f"saved under {self._adopted}, the id an older Minions gave this minion "
+                        "and config; resumed here, filed under the current id from now on"
+                    ),
+                )
+            rows += former
         checkpoints: list[tuple[Checkpoint[Any, Any], bytes]] = []
         for row in rows:
             try:
@@ -822,6 +843,21 @@ class WorkflowRunner:
         await self._store.save(
             workflow.handle.workflow_id, self._orchestration.id, blob, self._policy, self._counters
         )
+
+
+def _former_id(minion: Minion[Any, Any], minion_identity: str, pipeline: str) -> str | None:
+    """The orchestration id Minions gave a ``run(...)``-form minion before its config values
+    stopped counting (they were hashed in, as Gru still does); ``None`` without a config."""
+    config_type, via = declared_config(type(minion))
+    if config_type is None:
+        return None
+    config = minion.__dict__.get("config") if via == "attribute" else None
+    config = config if config is not None else getattr(minion, "config", None)
+    try:
+        identity = config_identity(config)
+    except DefinitionError:
+        return None  # a config without a plain form never had such an id
+    return orchestration_id(minion_identity, pipeline, identity) if identity else None
 
 
 def _attempts(checkpoint: Checkpoint[Any, Any]) -> int:

@@ -4,10 +4,11 @@ will never resume.
 Under ``run(...)`` a workflow minion runs one orchestration, named by its own identity and its
 pipeline's (``runner.orchestration_id``). Checkpoints of the same minion filed under another
 orchestration id were saved with another pipeline, by Gru with a config, or by an older
-Minions that counted config values in the id; nothing here resumes them. They are not touched —
-they may be someone's work in progress — but they must not be forgotten in silence: the first
-start of the minion on a store logs ``workflow.stranded`` with how many there are, under which
-orchestrations, and how to finish or discard them.
+Minions that counted config values in the id (the runner adopts those whose values are still
+the same); nothing resumes them by itself. They are not touched — they may be someone's work in
+progress — but they must not be forgotten in silence: the first start of the minion on a store
+logs ``workflow.stranded`` with how many there are, under which orchestrations, and the
+``minions workflows`` commands that finish or discard them.
 """
 
 from __future__ import annotations
@@ -28,10 +29,12 @@ _SHOWN = 5
 
 
 async def report_stranded(
-    store: WorkflowStore, orchestration_id: str, minion_identity: str, minion: str
+    store: WorkflowStore, own: tuple[str, ...], minion_identity: str, minion: str
 ) -> int:
-    """Log the checkpoints of ``minion_identity`` saved under other orchestrations than
-    ``orchestration_id``, once per store; return how many there are (0 when already checked)."""
+    """Log the checkpoints of ``minion_identity`` saved under other orchestrations than its
+    ``own`` (the first is its current id), once per store; return how many there are (0 when
+    already checked)."""
+    orchestration_id = own[0]
     checked = _checked.setdefault(store, set())
     if orchestration_id in checked:
         return 0
@@ -48,7 +51,7 @@ async def report_stranded(
         )
         return 0
     for row in rows:
-        if row.orchestration_id == orchestration_id:
+        if row.orchestration_id in own:
             continue
         try:
             header = read_header(row.context, workflow_id=row.workflow_id)
@@ -67,11 +70,12 @@ async def report_stranded(
             stranded=total,
             reason=(
                 f"{total} saved workflow(s) of {minion} belong to other orchestrations ({shown}) "
-                "and will not resume here: they were saved with another pipeline, by Gru with a "
-                "config, or by an older Minions that counted config values in the id. To finish "
-                "them, run that pairing again (Gru.start_orchestration with the same pipeline and "
-                "config) until they are done; to discard them, delete their rows from the state "
-                "store"
+                "and will not resume by themselves: they were saved with another pipeline, by "
+                "Gru with a config, or by an older Minions with other config values. "
+                f"'minions workflows {minion}' lists them (as stranded); 'minions workflows "
+                f"retry ID' resumes one here, in {minion}, and 'minions workflows cancel ID' "
+                "discards one. (Gru programs: Gru.start_orchestration with the same pipeline "
+                "and config resumes them there.)"
             ),
         )
     return total

@@ -1040,8 +1040,37 @@ async def test_run_form_reports_workflows_stranded_under_another_orchestration(
     reports = [fields for _, event, fields in logger.events if event == "workflow.stranded"]
     assert len(reports) == 1  # once per store, not at every restart
     assert reports[0]["stranded"] == 2 and f"{elsewhere} (2)" in reports[0]["reason"]
-    assert "Gru.start_orchestration" in reports[0]["reason"]
+    assert "'minions workflows retry ID' resumes one here" in reports[0]["reason"]
+    assert "'minions workflows cancel ID' discards one" in reports[0]["reason"]
     assert len(store.contexts) == 3  # untouched
+
+
+async def test_run_form_adopts_checkpoints_saved_under_its_former_id(tmp_path: Path) -> None:
+    """Earlier builds hashed a run(...)-form minion's config values into its orchestration id.
+    Its checkpoints saved under that former id, with the values it has now, are adopted at
+    start: resumed, filed under the current id from their next checkpoint on, and not reported
+    stranded."""
+    store = InMemoryStateStore()
+    current = orchestration_id(identity_of(Knobbed), identity_of(Feed))
+    former = orchestration_id(identity_of(Knobbed), identity_of(Feed), config_identity(Knob(7)))
+    codec = checkpoint_codec(Ev, Ctx)
+    blob = codec.encode(Checkpoint(former, "wf-old", identity_of(Knobbed), Ev(8), Ctx()))
+    await store.save_context("wf-old", former, blob)
+    logger = ListLogger()
+    store_cls, services = binding(store, logger=logger)
+    async with Runtime(project_dir=tmp_path, config={"Knobbed": {"value": 7}}) as rt:
+        await rt.start(Knobbed, store_cls)
+        with anyio.fail_after(LIMIT):
+            await board.reached["one:8"].wait()
+        assert store.contexts["wf-old"].orchestration_id == current
+        board.gates["one:8"].set()
+        stats = await until(services, Knobbed, lambda s: s.succeeded == 1)
+    assert stats.resumed == 1 and board.log == [("one", 7), ("two", 7)]
+    assert store.contexts == {}
+    events = {event: fields for _, event, fields in logger.events}
+    assert "workflow.stranded" not in events
+    assert events["workflow.adopted"]["adopted"] == 1
+    assert events["workflow.adopted"]["orchestration"] == current
 
 
 async def test_run_form_defaults_to_sqlite_in_the_project_folder(
