@@ -271,11 +271,13 @@ class WorkflowRunner:
             settings.persistence_policy or store.services.persistence_policy
         )
         self._limit = settings.max_in_flight
-        # The host waits stop_timeout for run() to end once cancelled; the grace must fit in it.
+        # The host waits stop_timeout for run() to end once cancelled, and all of it must fit:
+        # the grace (for running workflows, and for an event in hand while there is room) is
+        # at most half of it; saving an event in hand as deferred may take half of what is
+        # left; the rest is the margin for cancelling what still runs.
         stop_timeout = cls.__minions_options__.stop_timeout or 5.0
         self._grace = min(float(settings.stop_grace), stop_timeout / 2)
-        #: What is left of the stop timeout for saving an event in hand as deferred.
-        self._save_limit = stop_timeout / 2
+        self._save_limit = (stop_timeout - self._grace) / 2
         self._counters: WorkflowCounters = store.counters(orchestration.id)
         self._counters.minion = self._name
         self._counters.pipeline = component_name(type(pipeline))

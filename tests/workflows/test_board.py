@@ -472,3 +472,50 @@ async def test_an_abandoned_runner_does_not_take_its_successors_workflow_off_the
         assert services.board.get(entry.workflow_id) is entry
         message = await entry.owner.cancel(entry.workflow_id)
         assert "counted as aborted" in message
+
+
+class Handing(Pipeline[Ev]):
+    """Says when it has handed an event over (the minion then holds it, waiting for room)."""
+
+    async def produce_event(self) -> Ev:
+        event = await gates.events.get()
+        gates.reached[f"handed:{event.n}"].set()
+        return event
+
+
+class Cramped(Minion[Ev, Ctx], stop_timeout=2.0):
+    """One workflow at a time, every checkpoint made durable, a grace longer than the stop."""
+
+    max_in_flight = 1
+    persistence_policy = "idle-until-persisted"
+    stop_grace = 30.0
+    jobs: Handing
+
+    @minion_step
+    async def first(self) -> None:
+        await gates.at(f"first:{self.event.n}")
+
+
+async def test_saving_the_event_in_hand_leaves_time_to_cancel_within_the_stop_timeout(
+    tmp_path: Path,
+) -> None:
+    """At a stop, a minion with no room for the event in hand saves it as deferred; when the
+    store refuses that save, the wait for it ends early enough that the running workflow is
+    cancelled (interrupted, its checkpoint kept) before the host's stop timeout gives up on the
+    minion."""
+    store = InMemoryStateStore()
+    quick = PersistenceRetry(delay_seconds=0.01, max_delay_seconds=0.01, jitter_ratio=0)
+    store_cls, services = binding(store, retry=quick)
+    counters = services.counters_for(orchestration_id(identity_of(Cramped), identity_of(Handing)))
+    async with Runtime(project_dir=tmp_path) as rt:
+        await rt.start(Cramped, store_cls)
+        await gates.events.put(Ev(1))
+        await reached("first:1")
+        await gates.events.put(Ev(2))
+        await reached("handed:2")  # no room for it: its delivery waits
+        store.fail_next("save", times=1_000_000)
+        with anyio.fail_after(LIMIT):
+            await rt.stop(Cramped)
+        # run() ended within the stop timeout, so its wind-down is done, not abandoned.
+        assert counters.snapshot().interrupted == 1
+    assert "first:2" not in gates.log
