@@ -1,15 +1,31 @@
 """Saved workflows, read from a state store file without the program that saved them.
 
-``minions workflows`` uses this when no system answers in the project folder, and the control
-socket (:mod:`.workflow_ops`) to describe checkpoints no running minion holds. A checkpoint is
-read generically (:func:`minions.workflows.checkpoint.read_plain`): its header, its history and
-its event and context as the plain data they were saved as, without importing the user's types.
+``minions workflows`` reads the file when no system answers in the project folder, and the
+control socket (:mod:`.workflow_ops`) reads a running system's SQLite store through it too: on
+a connection of its own, in a worker thread, so a request neither waits behind the system's
+commits nor holds up its event loop. A checkpoint is read generically
+(:func:`minions.workflows.checkpoint.read_plain`): its header, its history and its event and
+context as the plain data they were saved as, without importing the user's types.
 
-The file is opened read-only (an SQLite ``mode=ro`` URI) and only read: it cannot be changed or
-corrupted, and a system writing to it meanwhile is not blocked (in WAL mode readers and the
-writer do not wait for each other). Which file: ``--store PATH``, else the ``path`` of the
-``[WorkflowStore]`` table of the project's config file (``$MINIONS_CONFIG``, else
-``minions.toml``; ``MINIONS_WORKFLOWSTORE__PATH`` overrides it, as for a running system), else
+Only reading: the file is opened read-only, and no file is created or changed.
+
+* When no ``-wal`` file lies beside it (its system closed it, or none ran), it is opened
+  ``immutable``: SQLite reads the database file alone and creates no ``-wal`` or ``-shm`` file
+  (a plain read-only open would, and leave them behind, owned by the reader). Should a ``-wal``
+  file appear meanwhile — a system started during the read — the read is made again as below.
+* Otherwise a system uses it, or one ended without closing it: it is opened ``mode=ro``, which
+  also reads the workflows committed in the ``-wal`` file, beside a system writing to it without
+  blocking it (in WAL mode readers and the writer do not wait for each other). That open uses
+  the ``-shm`` file the system made; a reader who cannot read it (another user) gets a clear
+  error.
+
+How much is read: a listing stops after ``limit`` rows, oldest first, and says whether there
+were more; one workflow is read by its id (the table's key); an id given by its first or last
+characters is matched against the ids alone.
+
+Which file: ``--store PATH``, else the ``path`` of the ``[WorkflowStore]`` table of the
+project's config file (``$MINIONS_CONFIG``, else ``minions.toml``;
+``MINIONS_WORKFLOWSTORE__PATH`` overrides it, as for a running system), else
 ``<project>/.minions/state.sqlite3``.
 """
 
@@ -20,14 +36,21 @@ import math
 import os
 import sqlite3
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..core.config import ConfigSource
 from ..core.errors import MinionsError
-from ..workflows.checkpoint import CheckpointError, read_plain
-from ..workflows.sqlite.schema import APPLICATION_ID, SCHEMA_VERSION, SELECT_ALL
+from ..workflows.board import workflow_row
+from ..workflows.checkpoint import CheckpointError, read_header, read_plain
+from ..workflows.sqlite.schema import (
+    APPLICATION_ID,
+    SCHEMA_VERSION,
+    SELECT_ALL,
+    SELECT_IDS,
+    SELECT_ONE,
+)
 from ..workflows.sqlite.store import default_state_path
 from ..workflows.state_store import StoredContext
 from ..workflows.store import WorkflowStoreConfig
@@ -35,17 +58,28 @@ from ..workflows.workflow_id import created
 from .settings import CONFIG_ENV
 
 __all__ = [
+    "LIST_LIMIT",
     "StoreReadError",
     "describe",
     "detail",
     "match_workflow",
+    "place",
     "plain",
-    "read_saved",
+    "saved_ids",
+    "saved_row",
+    "scan_rows",
+    "scan_saved",
     "store_path",
 ]
 
+#: How many workflows one listing shows at most (``minions workflows`` says when there are more).
+LIST_LIMIT = 1000
 #: How long a read waits for a lock another connection holds (a checkpoint of the WAL).
 _BUSY_MS = 2000
+
+T = TypeVar("T")
+#: Describes a row for a listing, or drops it (``None``): see :func:`scan_rows`.
+Keep = Callable[[StoredContext], dict[str, Any] | None]
 
 
 class StoreReadError(MinionsError):
@@ -69,14 +103,74 @@ def store_path(project: Path, environ: Mapping[str, str] | None = None) -> Path:
     return default_state_path(project)
 
 
-def read_saved(path: Path) -> list[StoredContext]:
-    """Every checkpoint in the store file ``path``, oldest first, read-only."""
+def saved_ids(path: Path) -> list[str]:
+    """The ids of the workflows saved in the store file ``path``."""
+    return _read(path, lambda conn: [str(w) for (w,) in conn.execute(SELECT_IDS)])
+
+
+def saved_row(path: Path, workflow_id: str) -> StoredContext | None:
+    """The checkpoint of ``workflow_id`` in the store file ``path`` (``None``: not saved)."""
+
+    def query(conn: sqlite3.Connection) -> StoredContext | None:
+        found = conn.execute(SELECT_ONE, (workflow_id,)).fetchone()
+        return None if found is None else StoredContext(str(found[0]), str(found[1]), found[2])
+
+    return _read(path, query)
+
+
+def scan_saved(path: Path, keep: Keep, limit: int) -> tuple[list[dict[str, Any]], bool]:
+    """:func:`scan_rows` over the checkpoints of the store file ``path``, oldest first."""
+
+    def query(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
+        return scan_rows(
+            (StoredContext(str(w), str(o), bytes(c)) for w, o, c in conn.execute(SELECT_ALL)),
+            keep,
+            limit,
+        )
+
+    return _read(path, query)
+
+
+def scan_rows(
+    rows: Iterable[StoredContext], keep: Keep, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """The first ``limit`` rows that ``keep`` describes (it returns ``None`` for one to leave
+    out), and whether there were more."""
+    found: list[dict[str, Any]] = []
+    for row in rows:
+        shown = keep(row)
+        if shown is None:
+            continue
+        if len(found) == limit:
+            return found, True
+        found.append(shown)
+    return found, False
+
+
+def _read(path: Path, query: Callable[[sqlite3.Connection], T]) -> T:
+    """Run ``query`` on the store file, read-only, creating nothing (module docstring)."""
     if not path.is_file():
         raise StoreReadError(
             f"no state store at {path}: nothing was saved there yet (or name the file with "
             "--store PATH)"
         )
-    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode=ro"
+    wal = path.with_name(path.name + "-wal")
+    if not wal.exists():
+        try:
+            result = _query(path, query, immutable=True)
+        except StoreReadError:
+            if not wal.exists():
+                raise
+        else:
+            if not wal.exists():
+                return result
+        # A system opened the file during the read: read it again as its reader.
+    return _query(path, query, immutable=False)
+
+
+def _query(path: Path, query: Callable[[sqlite3.Connection], T], *, immutable: bool) -> T:
+    mode = "ro&immutable=1" if immutable else "ro"
+    uri = f"file:{urllib.parse.quote(str(path.absolute()))}?mode={mode}"
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=_BUSY_MS / 1000)
     except sqlite3.Error as exc:
@@ -91,37 +185,37 @@ def read_saved(path: Path) -> list[StoredContext]:
                 f"{path} was written by a newer Minions (schema {version}); use that version's "
                 "minions command"
             )
-        rows = conn.execute(SELECT_ALL).fetchall()
+        return query(conn)
     except sqlite3.Error as exc:
         raise StoreReadError(f"cannot read the state store {path}: {exc}") from exc
     finally:
         conn.close()
-    return [StoredContext(str(w), str(o), bytes(c)) for w, o, c in rows]
 
 
 def describe(row: StoredContext, now: float, state: str = "saved") -> dict[str, Any]:
-    """A saved checkpoint as a row of ``minions workflows`` (the board's row shape).
+    """A saved checkpoint as a row of ``minions workflows`` (the board's row shape), from its
+    header alone.
 
     ``state`` is what the caller knows (``saved``, or ``stranded``); a checkpoint marked
     failed is ``failed``, one that cannot be read ``corrupt``.
     """
     born = created(row.workflow_id, now)
-    shown: dict[str, Any] = {
-        "workflow_id": row.workflow_id,
-        "orchestration_id": row.orchestration_id,
-        "minion": None,
-        "minion_identity": None,
-        "state": "corrupt",
-        "step_index": None,
-        "step": None,
-        "steps": None,
-        "created": born,
-        "age_seconds": round(now - born, 3) if born is not None else None,
-        "attempts": None,
-        "last_error": None,
-    }
+    shown = workflow_row(
+        workflow_id=row.workflow_id,
+        orchestration_id=row.orchestration_id,
+        minion=None,
+        minion_identity=None,
+        state="corrupt",
+        step_index=None,
+        step=None,
+        steps=None,
+        created=born,
+        now=now,
+        attempts=None,
+        last_error=None,
+    )
     try:
-        header, _, _ = read_plain(row.context, workflow_id=row.workflow_id)
+        header = read_header(row.context, workflow_id=row.workflow_id)
     except CheckpointError as exc:
         shown["last_error"] = str(exc)
         return shown
@@ -134,6 +228,21 @@ def describe(row: StoredContext, now: float, state: str = "saved") -> dict[str, 
         attempts=header.attempts,
         last_error=header.last_error,
     )
+    return shown
+
+
+def place(
+    shown: dict[str, Any], minions: Mapping[str, str], running: Collection[str]
+) -> dict[str, Any]:
+    """Complete a checkpoint's row (:func:`describe`) with what a running system knows: the
+    component name of each running minion by identity (``minions``), and the orchestrations
+    that run (``running``). A saved checkpoint of a running minion whose orchestration does not
+    run is ``stranded`` (``retry`` adopts it)."""
+    name = minions.get(shown["minion_identity"] or "")
+    if name is not None:
+        shown["minion"] = name
+        if shown["state"] == "saved" and shown["orchestration_id"] not in running:
+            shown["state"] = "stranded"
     return shown
 
 

@@ -33,14 +33,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..workflows.board import row_matches
 from ..workflows.sqlite.store import SQLiteStateStore
-from ..workflows.state_store import StateStoreInUse
+from ..workflows.state_store import StateStoreInUse, StoredContext
 from .client import ControlClient, ControlError, NoSystemError
 from .saved_workflows import (
+    LIST_LIMIT,
+    StoreReadError,
     describe,
     detail,
     match_workflow,
-    read_saved,
+    saved_ids,
+    saved_row,
+    scan_saved,
     store_path,
 )
 from .top import format_duration
@@ -135,21 +140,17 @@ def _list(
     answer = None if store else _try_live(client, "workflows", wanted)
     source: dict[str, Any] = {"project": str(project), "live": answer is not None, "store": None}
     if answer is not None and answer["stores"]:
-        rows = answer["workflows"]
+        rows, more = answer["workflows"], bool(answer.get("more"))
         title = f"{project}  live"
     else:
         path = store or store_path(project)
-        now = time.time()
         missing = store is None and not path.exists()  # nothing was ever saved there
-        rows = [] if missing else [describe(row, now) for row in read_saved(path)]
-        if wanted:
-            rows = [r for r in rows if _matches(r, wanted)]
-        rows.sort(key=lambda r: (r["orchestration_id"], r["created"] or 0, r["workflow_id"]))
+        rows, more = ([], False) if missing else _saved(path, wanted)
         running = " (the system runs no workflow minions)" if answer is not None else ""
         title = f"{project}  store {path}{' (none yet)' if missing else ''}{running}"
         source["store"] = str(path)
     if as_json:
-        print(json.dumps({**source, "workflows": rows}, indent=2))
+        print(json.dumps({**source, "workflows": rows, "more": more}, indent=2))
         return 0
     print(title)
     print()
@@ -158,14 +159,24 @@ def _list(
         return 0
     for line in _table([_cells(r) for r in rows]):
         print(line)
+    if more:
+        print(
+            f"... and more: only the first {len(rows)} are shown; name an orchestration or a "
+            "minion to see the others"
+        )
     return 0
 
 
-def _matches(row: dict[str, Any], wanted: str) -> bool:
-    return str(row["orchestration_id"]).startswith(wanted) or wanted in (
-        row["minion"],
-        row["minion_identity"],
-    )
+def _saved(path: Path, wanted: str | None) -> tuple[list[dict[str, Any]], bool]:
+    now = time.time()
+
+    def keep(row: StoredContext) -> dict[str, Any] | None:
+        shown = describe(row, now)
+        return shown if not wanted or row_matches(shown, wanted) else None
+
+    rows, more = scan_saved(path, keep, LIST_LIMIT)
+    rows.sort(key=lambda r: (r["orchestration_id"], r["created"] or 0, r["workflow_id"]))
+    return rows, more
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
@@ -209,8 +220,9 @@ def _show(
     source = "live"
     if shown is None:
         path = store or store_path(project)
-        rows = {row.workflow_id: row for row in read_saved(path)}
-        row = rows[match_workflow(wanted, list(rows))]
+        row = saved_row(path, wanted) or saved_row(path, match_workflow(wanted, saved_ids(path)))
+        if row is None:  # deleted since its id was read
+            raise StoreReadError(f"workflow {wanted!r} is no longer saved in {path}")
         shown = detail(row, time.time())
         shown["checkpoint_saved"] = True
         source = f"store {path}"
@@ -269,7 +281,7 @@ def _indented(value: Any) -> str:
 
 
 def _cancel_offline(path: Path, wanted: str) -> int:
-    read_saved(path)  # a clear error for a missing file, or one that is not a Minions store
+    saved_ids(path)  # a clear error for a missing file, or one that is not a Minions store
     workflow_id = asyncio.run(_delete(path, wanted))
     print(
         f"workflow {workflow_id} cancelled: its checkpoint is deleted from {path} (no system was "

@@ -3,10 +3,12 @@
 ========================  ===========================================================
 op (``name``)             answer
 ========================  ===========================================================
-``workflows`` (filter)    ``{"stores": [...], "workflows": [row, ...]}``: every workflow
-                          a runner holds (``minions.workflows.board``) and every other
-                          checkpoint in the stores, optionally only those whose
-                          orchestration id starts with the filter or whose minion is it
+``workflows`` (filter)    ``{"stores": [...], "workflows": [row, ...], "more": bool}``:
+                          the workflows runners hold (``minions.workflows.board``), then
+                          the other checkpoints in the stores, oldest first, optionally
+                          only those whose orchestration id starts with the filter or
+                          whose minion it names; at most ``LIST_LIMIT`` rows (``more``:
+                          there were more)
 ``workflow`` (id)         one row with the checkpoint's event and context as saved
 ``workflow_retry`` (id)   ``{"workflow_id", "message"}``: resumed, or woken to retry
 ``workflow_cancel`` (id)  ``{"workflow_id", "message"}``: aborted, checkpoint deleted
@@ -26,25 +28,48 @@ adopt it (refused when none runs), and ``cancel`` deletes it, counting it as abo
 ran). Both are refused while a runner of the store is still loading its checkpoints (it may be
 about to hold that one), and ``cancel`` claims the checkpoint on the board while it deletes it,
 so no runner loads or adopts it meanwhile.
+
+The stores are read off the event loop: an SQLite store's file on a read-only connection of its
+own in a worker thread (:mod:`.saved_workflows`), never through the store's writer, so a request
+does not hold up checkpoint commits; one workflow is read by its id, and a listing stops at its
+limit. Another store is read with its ``get_all_contexts``, and its rows described in a thread.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
-from typing import Any
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import Any, TypeVar
 
 import structlog
 
 from ..core.runtime import Runtime
-from ..workflows.board import WorkflowActionError, WorkflowBoard, WorkflowOwner
+from ..workflows.board import WorkflowActionError, WorkflowBoard, WorkflowOwner, row_matches
 from ..workflows.checkpoint import CheckpointError, read_header
+from ..workflows.sqlite.store import SQLiteStateStore
 from ..workflows.state_store import StoredContext
 from ..workflows.store import StoreServices, WorkflowStore
-from .saved_workflows import StoreReadError, describe, detail, match_workflow
+from .saved_workflows import (
+    LIST_LIMIT,
+    Keep,
+    StoreReadError,
+    describe,
+    detail,
+    match_workflow,
+    place,
+    saved_ids,
+    saved_row,
+    scan_rows,
+    scan_saved,
+)
 
 __all__ = ["WORKFLOW_OPS", "answer_workflow_op"]
 
 log = structlog.get_logger("minions")
+
+T = TypeVar("T")
 
 WORKFLOW_OPS = frozenset({"workflows", "workflow", "workflow_retry", "workflow_cancel"})
 
@@ -54,10 +79,8 @@ async def answer_workflow_op(runtime: Runtime, op: str, name: str | None) -> Any
     be carried out (its ``kind`` is the control answer's error kind)."""
     stores = _stores(runtime)
     if op == "workflows":
-        return {
-            "stores": [repr(s.state_store) for s in stores],
-            "workflows": await _rows(stores, name),
-        }
+        rows, more = await _rows(stores, name)
+        return {"stores": [repr(s.state_store) for s in stores], "workflows": rows, "more": more}
     if not name:
         raise WorkflowActionError("bad_request", f"{op} needs a workflow id")
     found = await _find(stores, name)
@@ -79,44 +102,101 @@ def _stores(runtime: Runtime) -> list[StoreServices]:
     return list(found.values())
 
 
-async def _rows(stores: list[StoreServices], wanted: str | None) -> list[dict[str, Any]]:
+# -- reading the stores: off the event loop, and off the store's writer ---------------------
+
+
+async def _scan(
+    services: StoreServices, keep: Keep, limit: int
+) -> tuple[list[dict[str, Any]], bool]:
+    """:func:`scan_rows` over a store's checkpoints, in a worker thread: an SQLite store's file
+    on a read-only connection of its own, any other store from its ``get_all_contexts``."""
+    path = _file(services)
+    if path is not None:
+        return await asyncio.to_thread(scan_saved, path, keep, limit)
+    rows = await services.state_store.get_all_contexts()
+    return await asyncio.to_thread(scan_rows, rows, keep, limit)
+
+
+async def _saved_ids(services: StoreServices) -> list[str]:
+    path = _file(services)
+    if path is not None:
+        return await asyncio.to_thread(saved_ids, path)
+    return [row.workflow_id for row in await services.state_store.get_all_contexts()]
+
+
+async def _saved_row(services: StoreServices, workflow_id: str) -> StoredContext | None:
+    path = _file(services)
+    if path is not None:
+        return await asyncio.to_thread(saved_row, path, workflow_id)
+    rows = await services.state_store.get_all_contexts()
+    return next((row for row in rows if row.workflow_id == workflow_id), None)
+
+
+def _file(services: StoreServices) -> Path | None:
+    store = services.state_store
+    return store.path if isinstance(store, SQLiteStateStore) else None
+
+
+async def _read(services: StoreServices, reading: Awaitable[T]) -> T:
+    try:
+        return await reading
+    except StoreReadError as exc:
+        raise WorkflowActionError("failed", str(exc)) from None
+
+
+# -- the list ------------------------------------------------------------------------------
+
+
+async def _rows(
+    stores: list[StoreServices], wanted: str | None
+) -> tuple[list[dict[str, Any]], bool]:
+    """The workflows on the boards, then the checkpoints no runner holds, up to
+    :data:`LIST_LIMIT` in all; whether there were more."""
     now = time.time()
     rows: list[dict[str, Any]] = []
+    more = False
     for services in stores:
         board = services.board
-        held = {e.workflow_id for e in board.entries()}
-        rows += [e.row(now) for e in board.entries()]
-        for row in await services.state_store.get_all_contexts():
-            if row.workflow_id not in held:
-                rows.append(_unheld(board, row, now))
-    if wanted:
-        rows = [r for r in rows if _matches(r, wanted)]
-    return sorted(rows, key=lambda r: (r["orchestration_id"], r["created"] or 0, r["workflow_id"]))
+        held = [e.row(now) for e in board.entries()]
+        held = [r for r in held if not wanted or row_matches(r, wanted)]
+        more = more or len(rows) + len(held) > LIST_LIMIT
+        rows += held[: LIST_LIMIT - len(rows)]
+        keep = _unheld(board, wanted, now)
+        found, beyond = await _read(services, _scan(services, keep, LIST_LIMIT - len(rows)))
+        rows += found
+        more = more or beyond
+    rows.sort(key=lambda r: (r["orchestration_id"], r["created"] or 0, r["workflow_id"]))
+    return rows, more
 
 
-def _matches(row: dict[str, Any], wanted: str) -> bool:
-    return str(row["orchestration_id"]).startswith(wanted) or wanted in (
-        row["minion"],
-        row["minion_identity"],
+def _unheld(board: WorkflowBoard, wanted: str | None, now: float) -> Keep:
+    """Describes, in a worker thread, a checkpoint no runner holds (``None``: one a runner
+    holds, or not ``wanted``), with what the board knows now of the minions that run."""
+    held = frozenset(e.workflow_id for e in board.entries())
+    minions, running = _running(board)
+
+    def keep(row: StoredContext) -> dict[str, Any] | None:
+        if row.workflow_id in held:
+            return None
+        shown = place(describe(row, now), minions, running)
+        return shown if not wanted or row_matches(shown, wanted) else None
+
+    return keep
+
+
+def _running(board: WorkflowBoard) -> tuple[dict[str, str], frozenset[str]]:
+    """The running minions' component names by identity, and their orchestration ids."""
+    owners = board.owners()
+    return {o.minion_identity: o.minion for o in owners}, frozenset(
+        o.orchestration_id for o in owners
     )
-
-
-def _unheld(board: WorkflowBoard, row: StoredContext, now: float) -> dict[str, Any]:
-    """A checkpoint no runner holds, described with what the board knows of its minion."""
-    return _placed(board, row, describe(row, now))
-
-
-def _placed(board: WorkflowBoard, row: StoredContext, shown: dict[str, Any]) -> dict[str, Any]:
-    same = _same_minion(board, shown["minion_identity"])
-    if same:
-        shown["minion"] = same[0].minion
-        if shown["state"] == "saved" and board.owner_of(row.orchestration_id) is None:
-            shown["state"] = "stranded"
-    return shown
 
 
 def _same_minion(board: WorkflowBoard, identity: object) -> list[WorkflowOwner]:
     return [o for o in board.owners() if o.minion_identity == identity]
+
+
+# -- one workflow --------------------------------------------------------------------------
 
 
 class _Found:
@@ -131,18 +211,27 @@ class _Found:
 
 
 async def _find(stores: list[StoreServices], wanted: str) -> _Found:
-    places: dict[str, tuple[StoreServices, StoredContext | None]] = {}
+    """The workflow ``wanted`` names: by its id (on a board, or one indexed read per store),
+    else by its first or last characters among every id."""
     for services in stores:
+        if services.board.get(wanted) is not None:
+            return _Found(services, wanted, await _read(services, _saved_row(services, wanted)))
+    for services in stores:
+        row = await _read(services, _saved_row(services, wanted))
+        if row is not None:
+            return _Found(services, wanted, row)
+    places: dict[str, StoreServices] = {}
+    for services in stores:
+        for workflow_id in await _read(services, _saved_ids(services)):
+            places[workflow_id] = services
         for entry in services.board.entries():
-            places[entry.workflow_id] = (services, None)
-        for stored in await services.state_store.get_all_contexts():
-            places[stored.workflow_id] = (services, stored)
+            places[entry.workflow_id] = services
     try:
         workflow_id = match_workflow(wanted, list(places))
     except StoreReadError as exc:
         raise WorkflowActionError("unknown_workflow", str(exc)) from None
-    services, row = places[workflow_id]
-    return _Found(services, workflow_id, row)
+    services = places[workflow_id]
+    return _Found(services, workflow_id, await _read(services, _saved_row(services, workflow_id)))
 
 
 async def _detail(found: _Found) -> dict[str, Any]:
@@ -152,9 +241,9 @@ async def _detail(found: _Found) -> dict[str, Any]:
     row = found.row
     shown: dict[str, Any] = {"event": None, "context": None}
     if row is not None:
-        shown.update(detail(row, now))
+        shown.update(await asyncio.to_thread(detail, row, now))
         if entry is None:
-            _placed(board, row, shown)
+            place(shown, *_running(board))
     if entry is not None:
         shown.update(entry.row(now))
     shown["checkpoint_saved"] = row is not None

@@ -46,11 +46,55 @@ __all__ = [
     "WorkflowEntry",
     "WorkflowOwner",
     "WorkflowState",
+    "row_matches",
+    "workflow_row",
 ]
 
 WorkflowState = Literal["running", "waiting", "retrying", "failed"]
 #: Interruption causes remembered at most (one short string each).
 _REMEMBERED = 10_000
+
+
+def workflow_row(
+    *,
+    workflow_id: str,
+    orchestration_id: str,
+    minion: str | None,
+    minion_identity: str | None,
+    state: str,
+    step_index: int | None,
+    step: str | None,
+    steps: int | None,
+    created: float | None,
+    now: float,
+    attempts: int | None,
+    last_error: str | None,
+) -> dict[str, Any]:
+    """One row of ``minions workflows --json``: a workflow on the board, or a checkpoint in a
+    store (``None`` for what is not known)."""
+    return {
+        "workflow_id": workflow_id,
+        "orchestration_id": orchestration_id,
+        "minion": minion,
+        "minion_identity": minion_identity,
+        "state": state,
+        "step_index": step_index,
+        "step": step,
+        "steps": steps,
+        "created": created,
+        "age_seconds": round(now - created, 3) if created is not None else None,
+        "attempts": attempts,
+        "last_error": last_error,
+    }
+
+
+def row_matches(row: dict[str, Any], wanted: str) -> bool:
+    """Whether ``row`` is one of ``wanted``'s: its orchestration id starts with it, or it
+    names the row's minion (its component name or identity)."""
+    return str(row["orchestration_id"]).startswith(wanted) or wanted in (
+        row["minion"],
+        row["minion_identity"],
+    )
 
 
 class WorkflowActionError(MinionsError):
@@ -123,20 +167,20 @@ class WorkflowEntry:
     def row(self, now: float) -> dict[str, Any]:
         """The entry as plain data (a row of ``minions workflows --json``)."""
         step = self.steps[self.step_index] if 0 <= self.step_index < len(self.steps) else None
-        return {
-            "workflow_id": self.workflow_id,
-            "orchestration_id": self.owner.orchestration_id,
-            "minion": self.owner.minion,
-            "minion_identity": self.owner.minion_identity,
-            "state": self.state,
-            "step_index": self.step_index,
-            "step": step,
-            "steps": len(self.steps),
-            "created": self.created,
-            "age_seconds": round(now - self.created, 3) if self.created is not None else None,
-            "attempts": self.attempts,
-            "last_error": self.last_error,
-        }
+        return workflow_row(
+            workflow_id=self.workflow_id,
+            orchestration_id=self.owner.orchestration_id,
+            minion=self.owner.minion,
+            minion_identity=self.owner.minion_identity,
+            state=self.state,
+            step_index=self.step_index,
+            step=step,
+            steps=len(self.steps),
+            created=self.created,
+            now=now,
+            attempts=self.attempts,
+            last_error=self.last_error,
+        )
 
 
 class WorkflowBoard:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import sqlite3
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +21,8 @@ import pytest
 
 from minions import Minion, Pipeline, Runtime, WorkflowStore, minion_step
 from minions.core.identity import identity_of
-from minions.implementations import InMemoryStateStore, NoOpLogger
+from minions.implementations import InMemoryStateStore, NoOpLogger, SQLiteStateStore
+from minions.ops.saved_workflows import LIST_LIMIT
 from minions.ops.workflow_ops import answer_workflow_op
 from minions.workflows.board import WorkflowActionError
 from minions.workflows.checkpoint import Checkpoint, checkpoint_codec
@@ -171,3 +173,59 @@ async def test_cancelling_an_unheld_failed_or_corrupt_checkpoint_counts_nothing_
             assert "counted as aborted" in answer["message"]
             assert counters.snapshot().aborted == 1
             assert store.contexts == {}
+
+
+async def test_workflow_requests_do_not_wait_for_the_stores_writer(tmp_path: Path) -> None:
+    """``workflows`` and ``workflow`` read an SQLite store's file on a connection of their own:
+    while the store's writer waits for a lock another process holds, they answer at once with
+    what is committed (they used to queue behind that write)."""
+    path = tmp_path / "state.sqlite3"
+    elsewhere = row_of("gone.Minion", "gone-orchestration", 7)
+    Quiet.asked = asyncio.Event()
+    async with SQLiteStateStore(path, busy_timeout=30.0) as store:
+        await store.save_context(elsewhere.workflow_id, "gone-orchestration", elsewhere.context)
+        store_cls, _ = bound(store)
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Adopter, store_cls)
+            with anyio.fail_after(LIMIT):
+                await Quiet.asked.wait()
+            blocker = sqlite3.connect(path, isolation_level=None)
+            blocker.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+            try:
+                saving = asyncio.ensure_future(store.save_context("wf-new", "orch", b"x"))
+                with anyio.fail_after(LIMIT):
+                    await anyio.wait_all_tasks_blocked()
+                assert not saving.done()
+                with anyio.fail_after(5.0):
+                    listing = await answer_workflow_op(rt, "workflows", None)
+                    shown = await answer_workflow_op(rt, "workflow", elsewhere.workflow_id[-8:])
+                assert [r["workflow_id"] for r in listing["workflows"]] == [elsewhere.workflow_id]
+                assert listing["more"] is False
+                assert shown["event"] == {"n": 7} and shown["state"] == "saved"
+                assert not saving.done()
+            finally:
+                blocker.execute("ROLLBACK")
+                blocker.close()
+            with anyio.fail_after(LIMIT):
+                await saving
+
+
+async def test_a_listing_is_bounded(tmp_path: Path) -> None:
+    """``workflows`` answers at most ``LIST_LIMIT`` rows, oldest first, and says there were
+    more; a filter narrows it."""
+    rows = [row_of("gone.Minion", "gone-orchestration", n) for n in range(LIST_LIMIT + 1)]
+    rows.append(row_of("other.Minion", "other-orchestration", LIST_LIMIT + 1))
+    store_cls, _ = bound(InMemoryStateStore(rows))
+    Quiet.asked = asyncio.Event()
+    with anyio.fail_after(LIMIT):
+        async with Runtime(project_dir=tmp_path) as rt:
+            await rt.start(Adopter, store_cls)
+            await Quiet.asked.wait()
+            listing = await answer_workflow_op(rt, "workflows", None)
+            assert (len(listing["workflows"]), listing["more"]) == (LIST_LIMIT, True)
+            assert {r["workflow_id"] for r in listing["workflows"]} == {
+                r.workflow_id for r in rows[:LIST_LIMIT]
+            }
+            narrowed = await answer_workflow_op(rt, "workflows", "other.Minion")
+            assert [r["workflow_id"] for r in narrowed["workflows"]] == [rows[-1].workflow_id]
+            assert narrowed["more"] is False

@@ -39,6 +39,8 @@ __all__ = [
     "SCHEMA",
     "SCHEMA_VERSION",
     "SELECT_ALL",
+    "SELECT_IDS",
+    "SELECT_ONE",
     "SELECT_ORCHESTRATION",
     "UPSERT",
     "connection_usable",
@@ -72,6 +74,10 @@ SELECT_ORCHESTRATION = (
     "SELECT workflow_id, orchestration_id, context FROM contexts "
     "WHERE orchestration_id = ? ORDER BY rowid"
 )
+# For the people operating a system (``minions workflows``): one workflow by its key, and the
+# ids alone (read from the key's index, without the checkpoints).
+SELECT_ONE = "SELECT workflow_id, orchestration_id, context FROM contexts WHERE workflow_id = ?"
+SELECT_IDS = "SELECT workflow_id FROM contexts"
 
 
 def prepare_directory(path: Path) -> None:
