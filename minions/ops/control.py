@@ -113,6 +113,8 @@ MAX_REQUEST_BYTES = 64 * 1024
 MAX_CONCURRENT_REQUESTS = 64
 #: Answers (a status of many components, a metrics exposition) stay well under this.
 MAX_ANSWER_BYTES = 16 * 1024 * 1024
+#: The longest ``name`` a request may carry (a component name, a workflow id or a filter).
+MAX_NAME = 200
 OPS = (
     frozenset(
         {"ping", "status", "restart", "stop", "redeploy", "scale", "metrics", "telemetry", "events"}
@@ -571,6 +573,12 @@ def _check(request: Mapping[str, Any]) -> tuple[str, str | None]:
         raise _Refusal("bad_request", f"unknown operation {op!r}; known: {', '.join(sorted(OPS))}")
     if name is not None and not isinstance(name, str):
         raise _Refusal("bad_request", f"the component name must be a string, got {name!r}")
+    if name is not None and len(name) > MAX_NAME:
+        raise _Refusal(
+            "bad_request",
+            f"the name is {len(name)} characters long; a component name, workflow id or filter "
+            f"has at most {MAX_NAME}",
+        )
     if op in _NEEDS_NAME and not name:
         raise _Refusal("bad_request", f"{op} needs a component name")
     replicas = request.get("replicas")

@@ -84,7 +84,7 @@ async def test_an_embedded_runtime_is_operated_and_stopped_over_its_socket(
 
 
 async def test_requests_outside_the_protocol_are_answered_and_served_on(tmp_path: Path) -> None:
-    """Garbage, another version, an unknown operation, a missing name: each gets a
+    """Garbage, another version, an unknown operation, a missing or overlong name: each gets a
     ``bad_request`` answer saying what is wrong, and the server keeps serving."""
     server = ControlServer()
     async with Runtime(project_dir=tmp_path, extensions=[server]) as runtime:
@@ -99,6 +99,9 @@ async def test_requests_outside_the_protocol_are_answered_and_served_on(tmp_path
             msgpack.packb({"v": 1, "op": "explode", "token": token}): "unknown operation",
             msgpack.packb({"v": 1, "op": "restart", "token": token}): "restart needs a component",
             msgpack.packb({"v": 1, "op": "stop", "name": 3, "token": token}): "must be a string",
+            msgpack.packb({"v": 1, "op": "workflow", "name": "f" * 201, "token": token}): (
+                "at most 200"
+            ),
         }
         with anyio.fail_after(LIMIT):
             for body, message in cases.items():
