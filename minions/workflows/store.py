@@ -52,7 +52,7 @@ import functools
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
@@ -163,30 +163,49 @@ def _check_number(name: str, value: object, rule: str) -> None:
         raise ValueError(f"{name} must be {rule}, got {value!r}")
 
 
-class _RetryLog:
-    """When and how loudly a workflow waiting on its store is logged (``PersistenceRetry``)."""
+class _Backoff:
+    """The waits of one save or delete retried until it succeeds (``PersistenceRetry``): each
+    ``wait`` sleeps the next capped, jittered delay, and logs the failure under ``event`` — a
+    warning at the first and again every ``warning_interval_seconds``, an error (once, then at
+    the same interval) from ``error_after_seconds`` on."""
 
-    __slots__ = ("_escalated", "_first", "_last", "_retry")
+    __slots__ = ("_escalated", "_event", "_fields", "_first", "_last", "_services", "attempt")
 
-    def __init__(self, retry: PersistenceRetry, now: float) -> None:
-        self._retry = retry
-        self._first = now
+    def __init__(self, services: StoreServices, event: str, **fields: Any) -> None:
+        self._services = services
+        self._event = event
+        self._fields = fields
+        #: Failed tries so far.
+        self.attempt = 0
+        self._first: float | None = None
         self._last: float | None = None
         self._escalated = False
 
-    def level(self, now: float) -> int | None:
-        """The level to log this failure at, or ``None`` to stay quiet."""
-        limit = self._retry.error_after_seconds
+    async def wait(self, exc: BaseException, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Log ``exc`` if due, then ``sleep`` the delay before the next try."""
+        services = self._services
+        retry = services.retry
+        delay = retry.delay(self.attempt, services.rng)
+        self.attempt += 1
+        now = services.clock.now()
+        if self._first is None:
+            self._first = now
+        limit = retry.error_after_seconds
         error = limit is not None and now - self._first >= limit
-        due = self._last is None or now - self._last >= self._retry.warning_interval_seconds
-        if not (due or (error and not self._escalated)):
-            return None
-        self._last = now
-        self._escalated = self._escalated or error
-        return logging.ERROR if error else logging.WARNING
-
-    def waited(self, now: float) -> float:
-        return round(now - self._first, 3)
+        due = self._last is None or now - self._last >= retry.warning_interval_seconds
+        if due or (error and not self._escalated):
+            self._last = now
+            self._escalated = self._escalated or error
+            services.logger.log(
+                logging.ERROR if error else logging.WARNING,
+                self._event,
+                **self._fields,
+                reason=_describe(exc),
+                attempt=self.attempt,
+                delay=round(delay, 3),
+                waited=round(now - self._first, 3),
+            )
+        await sleep(delay)
 
 
 class WorkflowStoreConfig(pydantic.BaseModel):
@@ -440,8 +459,12 @@ class WorkflowStore(Resource):
         failure cannot be retried.
         """
         services = self.services
-        attempt = 0
-        waiting: _RetryLog | None = None
+        backoff = _Backoff(
+            services,
+            "workflow.checkpoint_retrying",
+            orchestration=orchestration_id,
+            workflow=workflow_id,
+        )
         while True:
             try:
                 await services.state_store.save_context(workflow_id, orchestration_id, blob)
@@ -459,33 +482,19 @@ class WorkflowStore(Resource):
                 services.board.note_error(
                     workflow_id, f"checkpoint not saved, retrying: {_describe(exc)}", retrying=True
                 )
-                delay = services.retry.delay(attempt, services.rng)
-                attempt += 1
-                now = services.clock.now()
-                waiting = waiting or _RetryLog(services.retry, now)
-                level = waiting.level(now)
-                if level is not None:
-                    services.logger.log(
-                        level,
-                        "workflow.checkpoint_retrying",
-                        orchestration=orchestration_id,
-                        workflow=workflow_id,
-                        reason=_describe(exc),
-                        attempt=attempt,
-                        delay=round(delay, 3),
-                        waited=waiting.waited(now),
-                    )
-                await services.board.pause(workflow_id, delay, services.clock)
+                await backoff.wait(
+                    exc, lambda delay: services.board.pause(workflow_id, delay, services.clock)
+                )
                 continue
             counters.add("checkpoints_saved")
-            if attempt:
+            if backoff.attempt:
                 services.board.note_saved(workflow_id)
                 services.logger.log(
                     logging.INFO,
                     "workflow.checkpoint_saved",
                     orchestration=orchestration_id,
                     workflow=workflow_id,
-                    attempts=attempt + 1,
+                    attempts=backoff.attempt + 1,
                 )
             if self._pending_deletes:
                 await self._retry_pending_deletes()
@@ -582,8 +591,12 @@ class WorkflowStore(Resource):
         self, workflow_id: str, orchestration_id: str, policy: PersistencePolicy
     ) -> None:
         services = self.services
-        attempt = 0
-        waiting: _RetryLog | None = None
+        backoff = _Backoff(
+            services,
+            "workflow.delete_retrying",
+            orchestration=orchestration_id,
+            workflow=workflow_id,
+        )
         while True:
             try:
                 await services.state_store.delete_context(workflow_id)
@@ -591,23 +604,7 @@ class WorkflowStore(Resource):
                 if policy == "continue-on-failure" or not _retryable(exc):
                     self._keep_for_later(workflow_id, orchestration_id, policy, exc)
                     return
-                delay = services.retry.delay(attempt, services.rng)
-                attempt += 1
-                now = services.clock.now()
-                waiting = waiting or _RetryLog(services.retry, now)
-                level = waiting.level(now)
-                if level is not None:
-                    services.logger.log(
-                        level,
-                        "workflow.delete_retrying",
-                        orchestration=orchestration_id,
-                        workflow=workflow_id,
-                        reason=_describe(exc),
-                        attempt=attempt,
-                        delay=round(delay, 3),
-                        waited=waiting.waited(now),
-                    )
-                await services.clock.sleep(delay)
+                await backoff.wait(exc, services.clock.sleep)
                 continue
             self._pending_deletes.pop(workflow_id, None)
             if self._pending_deletes:
