@@ -54,7 +54,7 @@ from .exits import (
 )
 from .lock import ProjectBusyError, ProjectLock
 from .metrics import MetricsEndpoint
-from .settings import CONFIG_TABLE, RunSettings, resolve_settings
+from .settings import CONFIG_TABLE, SETTING_NAMES, RunSettings, resolve_settings
 
 log = structlog.get_logger("minions")
 
@@ -87,6 +87,8 @@ def run(
     It blocks until the system stops, so it cannot be called from a running event loop: async
     programs use :class:`~minions.Runtime`.
     """
+    # The settings by name, as given (None: not given); resolve_settings applies the rest.
+    given = {name: value for name, value in locals().items() if name in SETTING_NAMES}
     if reexecuting():
         # An isolated child is executing a redeployed module's code again: a run(...) at the
         # top level of that module must not start a second system inside the child.
@@ -97,16 +99,7 @@ def run(
     directory = Path(project_dir).resolve() if project_dir else default_project_dir()
     try:
         settings = resolve_settings(
-            project_dir=directory,
-            environ=os.environ,
-            config=config,
-            log_level=log_level,
-            stop_after=stop_after,
-            metrics_port=metrics_port,
-            log_max_bytes=log_max_bytes,
-            log_backups=log_backups,
-            ray_address=ray_address,
-            dashboard_port=dashboard_port,
+            project_dir=directory, environ=os.environ, config=config, **given
         )
     except DefinitionError as exc:
         raise _exit_with(EXIT_DEFINITION, exc) from None

@@ -36,7 +36,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from ..core.config import ConfigSource
 from ..core.errors import ConfigError
@@ -51,8 +51,11 @@ __all__ = [
     "LOG_MAX_BYTES_ENV",
     "METRICS_PORT_ENV",
     "RAY_ADDRESS_ENV",
+    "SETTINGS",
+    "SETTING_NAMES",
     "STOP_AFTER_ENV",
     "RunSettings",
+    "Setting",
     "resolve_settings",
 ]
 
@@ -66,19 +69,10 @@ LOG_BACKUPS_ENV = "MINIONS_LOG_BACKUPS"
 RAY_ADDRESS_ENV = "MINIONS_RAY_ADDRESS"
 #: The table of the config file that holds the system's own settings.
 CONFIG_TABLE = "minions"
-_TABLE_KEYS = (
-    "log_level",
-    "metrics_port",
-    "dashboard_port",
-    "log_max_bytes",
-    "log_backups",
-    "ray_address",
-)
 #: Tables inside [minions] that others read: replica counts and sandboxes, read by the runtime.
 _SUBTABLES = ("replicas", "sandbox")
 
 ConfigArg = str | os.PathLike[str] | Mapping[str, Any] | None
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -96,57 +90,56 @@ class RunSettings:
     dashboard_port: int | None = None
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One setting of ``run(...)``: its argument's name (a field of :class:`RunSettings`), its
+    environment variable, how a value is checked (``parse(value, where_it_came_from)``), its
+    default, and whether the ``[minions]`` table may set it."""
+
+    name: str
+    env: str
+    parse: Callable[[object, str], Any]
+    default: Any
+    in_table: bool = True
+
+
 def resolve_settings(
     *,
     project_dir: Path,
     environ: Mapping[str, str],
     config: ConfigArg = None,
-    log_level: str | None = None,
-    stop_after: float | None = None,
-    metrics_port: int | None = None,
-    log_max_bytes: int | None = None,
-    log_backups: int | None = None,
-    ray_address: str | None = None,
-    dashboard_port: int | None = None,
+    **given: Any,
 ) -> RunSettings:
-    """Resolve the settings of a ``run(...)`` called with these arguments."""
+    """Resolve the settings of a ``run(...)`` called with ``config`` and the other settings
+    ``given`` by name (``None``: not given)."""
+    unknown_args = sorted(set(given) - set(SETTING_NAMES))
+    if unknown_args:
+        raise TypeError(f"unknown run() setting(s): {', '.join(unknown_args)}")
     if environ.get(CONFIG_ENV):
         config = environ[CONFIG_ENV]
     source = ConfigSource.load(config, project_dir)
     table = source.tables.get(CONFIG_TABLE, {})
-    unknown = sorted(set(table) - set(_TABLE_KEYS) - set(_SUBTABLES))
+    keys = [s.name for s in SETTINGS if s.in_table]
+    unknown = sorted(set(table) - set(keys) - set(_SUBTABLES))
     if unknown:
         raise ConfigError(
             f"unknown setting(s) {', '.join(unknown)} in the [{CONFIG_TABLE}] table of "
-            f"{source.origin}; it may hold: {', '.join(_TABLE_KEYS)} and the "
+            f"{source.origin}; it may hold: {', '.join(keys)} and the "
             f"[{CONFIG_TABLE}.replicas] and [{CONFIG_TABLE}.sandbox] tables"
         )
     where = f"in [{CONFIG_TABLE}] of {source.origin}"
 
-    def pick(
-        name: str, env: str, explicit: object, parse: Callable[[object, str], T], default: T
-    ) -> T:
+    def pick(setting: Setting) -> Any:
+        name, env = setting.name, setting.env
         if environ.get(env):
-            return parse(environ[env], f"${env}")
-        if explicit is not None:
-            return parse(explicit, f"run({name}=...)")
-        if name in table:
-            return parse(table[name], f"{name} {where}")
-        return default
+            return setting.parse(environ[env], f"${env}")
+        if given.get(name) is not None:
+            return setting.parse(given[name], f"run({name}=...)")
+        if setting.in_table and name in table:
+            return setting.parse(table[name], f"{name} {where}")
+        return setting.default
 
-    return RunSettings(
-        config=config,
-        config_source=source,
-        log_level=pick("log_level", LOG_LEVEL_ENV, log_level, _level, "info"),
-        stop_after=pick("stop_after", STOP_AFTER_ENV, stop_after, _seconds, None),
-        metrics_port=pick("metrics_port", METRICS_PORT_ENV, metrics_port, _port, None),
-        log_max_bytes=pick(
-            "log_max_bytes", LOG_MAX_BYTES_ENV, log_max_bytes, _size, DEFAULT_LOG_MAX_BYTES
-        ),
-        log_backups=pick("log_backups", LOG_BACKUPS_ENV, log_backups, _count, DEFAULT_LOG_BACKUPS),
-        ray_address=pick("ray_address", RAY_ADDRESS_ENV, ray_address, _address, None),
-        dashboard_port=pick("dashboard_port", DASHBOARD_PORT_ENV, dashboard_port, _port, None),
-    )
+    return RunSettings(config=config, config_source=source, **{s.name: pick(s) for s in SETTINGS})
 
 
 def _integer(value: object) -> int | None:
@@ -220,3 +213,16 @@ def _count(value: object, origin: str) -> int:
             f"{origin} must be how many rotated log files to keep, 1 or more; got {value!r}"
         )
     return count
+
+
+#: Every setting of ``run(...)`` but ``config``, in the order of the module docstring's table.
+SETTINGS = (
+    Setting("log_level", LOG_LEVEL_ENV, _level, "info"),
+    Setting("stop_after", STOP_AFTER_ENV, _seconds, None, in_table=False),
+    Setting("metrics_port", METRICS_PORT_ENV, _port, None),
+    Setting("dashboard_port", DASHBOARD_PORT_ENV, _port, None),
+    Setting("log_max_bytes", LOG_MAX_BYTES_ENV, _size, DEFAULT_LOG_MAX_BYTES),
+    Setting("log_backups", LOG_BACKUPS_ENV, _count, DEFAULT_LOG_BACKUPS),
+    Setting("ray_address", RAY_ADDRESS_ENV, _address, None),
+)
+SETTING_NAMES = tuple(s.name for s in SETTINGS)

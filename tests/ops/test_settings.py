@@ -4,12 +4,27 @@ value is a ConfigError that names where it came from."""
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 from pathlib import Path
 
 import pytest
 
-from minions import ConfigError
-from minions.ops.settings import resolve_settings
+from minions import ConfigError, run
+from minions.ops.settings import SETTINGS, RunSettings, resolve_settings
+
+
+def test_one_table_holds_every_setting() -> None:
+    """Each setting is one row of ``SETTINGS``: a keyword of ``run()`` (``None`` when not given),
+    a field of ``RunSettings``, an environment variable of its own."""
+    names = {s.name for s in SETTINGS}
+    parameters = inspect.signature(run).parameters
+    assert set(parameters) - names == {"components", "config", "options", "project_dir"}
+    assert all(parameters[name].default is None for name in names)
+    assert {f.name for f in dataclasses.fields(RunSettings)} == names | {"config", "config_source"}
+    assert len({s.env for s in SETTINGS}) == len(SETTINGS)
+    with pytest.raises(TypeError, match="unknown run\\(\\) setting\\(s\\): colour"):
+        resolve_settings(project_dir=Path("."), environ={}, colour="red")
 
 
 def test_each_setting_takes_the_first_source_present(tmp_path: Path) -> None:
