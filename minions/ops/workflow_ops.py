@@ -306,15 +306,15 @@ async def _cancel(found: _Found) -> str:
     row = found.row
     assert row is not None
     _refuse_while_loading(board, row.workflow_id)
-    if board.owner_of(row.orchestration_id) is not None:
+    try:
+        header = read_header(row.context, workflow_id=row.workflow_id)
+    except CheckpointError:
+        header = None  # corrupt: skipped by every runner, never held
+    if header is not None and board.owner_of(row.orchestration_id) is not None:
         # Its orchestration runs, and every workflow of it is on the board unless it ended.
         raise WorkflowActionError(
             "refused", f"workflow {row.workflow_id} has just ended (its checkpoint is deleted)"
         )
-    try:
-        header = read_header(row.context, workflow_id=row.workflow_id)
-    except CheckpointError:
-        header = None
     # Decided before the delete's await: no runner loads or adopts it meanwhile.
     if not board.claim(row.workflow_id):
         raise WorkflowActionError(

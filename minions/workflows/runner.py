@@ -570,7 +570,7 @@ class WorkflowRunner:
                     orchestration=self._orchestration.id,
                     adopted=len(former),
                     note=(
-                        f"saved under {self._adopted}, the id an older Minions gave this minion "
+                        f"saved under {self._adopted}, the id earlier builds gave this minion "
                         "and config; resumed here, filed under the current id from now on"
                     ),
                 )

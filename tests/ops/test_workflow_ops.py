@@ -153,9 +153,11 @@ async def test_cancelling_an_unheld_failed_or_corrupt_checkpoint_counts_nothing_
     tmp_path: Path,
 ) -> None:
     """``cancel`` of a checkpoint no runner holds deletes it; only a saved one counts as
-    aborted: one kept as failed was counted when it failed, and a corrupt one never ran."""
+    aborted: one kept as failed was counted when it failed, and a corrupt one never ran (even
+    one of a running orchestration, which skipped it)."""
     failed = row_of("gone.Minion", "gone-orchestration", 4, failed=True)
-    corrupt = StoredContext(new_workflow_id(random.Random(5)), "gone-orchestration", b"garbage")
+    running = orchestration_id(identity_of(Adopter), identity_of(Quiet))
+    corrupt = StoredContext(new_workflow_id(random.Random(5)), running, b"garbage")
     plain = row_of("gone.Minion", "gone-orchestration", 6)
     store = InMemoryStateStore([failed, corrupt, plain])
     store_cls, services = bound(store)
@@ -169,6 +171,7 @@ async def test_cancelling_an_unheld_failed_or_corrupt_checkpoint_counts_nothing_
                 answer = await answer_workflow_op(rt, "workflow_cancel", row.workflow_id)
                 assert f"its checkpoint ({said}) is deleted" in answer["message"]
                 assert counters.snapshot().aborted == 0
+            assert services.counters_for(running).snapshot().aborted == 0
             answer = await answer_workflow_op(rt, "workflow_cancel", plain.workflow_id)
             assert "counted as aborted" in answer["message"]
             assert counters.snapshot().aborted == 1
