@@ -137,7 +137,8 @@ def _file(services: StoreServices) -> Path | None:
     return store.path if isinstance(store, SQLiteStateStore) else None
 
 
-async def _read(services: StoreServices, reading: Awaitable[T]) -> T:
+async def _read(reading: Awaitable[T]) -> T:
+    """``reading``, a store file that cannot be read being the request's failure."""
     try:
         return await reading
     except StoreReadError as exc:
@@ -162,7 +163,7 @@ async def _rows(
         more = more or len(rows) + len(held) > LIST_LIMIT
         rows += held[: LIST_LIMIT - len(rows)]
         keep = _unheld(board, wanted, now)
-        found, beyond = await _read(services, _scan(services, keep, LIST_LIMIT - len(rows)))
+        found, beyond = await _read(_scan(services, keep, LIST_LIMIT - len(rows)))
         rows += found
         more = more or beyond
     rows.sort(key=lambda r: (r["orchestration_id"], r["created"] or 0, r["workflow_id"]))
@@ -215,14 +216,14 @@ async def _find(stores: list[StoreServices], wanted: str) -> _Found:
     else by its first or last characters among every id."""
     for services in stores:
         if services.board.get(wanted) is not None:
-            return _Found(services, wanted, await _read(services, _saved_row(services, wanted)))
+            return _Found(services, wanted, await _read(_saved_row(services, wanted)))
     for services in stores:
-        row = await _read(services, _saved_row(services, wanted))
+        row = await _read(_saved_row(services, wanted))
         if row is not None:
             return _Found(services, wanted, row)
     places: dict[str, StoreServices] = {}
     for services in stores:
-        for workflow_id in await _read(services, _saved_ids(services)):
+        for workflow_id in await _read(_saved_ids(services)):
             places[workflow_id] = services
         for entry in services.board.entries():
             places[entry.workflow_id] = services
@@ -231,7 +232,7 @@ async def _find(stores: list[StoreServices], wanted: str) -> _Found:
     except StoreReadError as exc:
         raise WorkflowActionError("unknown_workflow", str(exc)) from None
     services = places[workflow_id]
-    return _Found(services, workflow_id, await _read(services, _saved_row(services, workflow_id)))
+    return _Found(services, workflow_id, await _read(_saved_row(services, workflow_id)))
 
 
 async def _detail(found: _Found) -> dict[str, Any]:
